@@ -1,0 +1,49 @@
+"""How fast does the shapes world make data? (issue: ≥ 2,000 scenes a second at 32×32 on one core)
+
+Run:  python benchmarks/bench_data.py [--n 20000] [--threads 1]
+
+Times `minidalle.data.generate` (draw + render + caption) and its parts, on
+one thread by default, and prints scenes per second. The shapes world has no
+peer library to race, so this benchmark compares the parts with the whole.
+"""
+import argparse
+import time
+
+import torch
+
+from minidalle.data import generate
+from minidalle.oracle import read
+from minidalle.render import render
+from minidalle.world import sample_scenes
+
+
+def rate(fn, n, repeat=3):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return n / best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    n = args.n
+    sa = sample_scenes(n, seed=1)
+    print(f"{n} scenes, {args.threads} thread(s), torch {torch.__version__}")
+    print(f"  draw scene graphs      {rate(lambda: sample_scenes(n, seed=1), n):10.0f} scenes/s")
+    for res in (16, 32, 64):
+        print(f"  render {res:2d}×{res:<2d}           {rate(lambda: render(sa, res), n):10.0f} scenes/s")
+    whole = rate(lambda: generate(n, 32, seed=1, show_progress=False), n)
+    print(f"  generate 32×32 (all)   {whole:10.0f} scenes/s  (target ≥ 2000: {'met' if whole >= 2000 else 'NOT met'})")
+    m = min(n, 2000)
+    img = render(sample_scenes(m, seed=2), 32)
+    print(f"  oracle read 32×32      {rate(lambda: read(img), m, repeat=1):10.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""`python -m minidalle`: the course's command line.
+
+Subcommands: `info` (setup check), `data preview` (a captioned grid of the
+shapes world), `oracle validate|read|check`. Later lessons add training,
+generation and evaluation.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _info(args):
+    import platform
+
+    import torch
+
+    from .checkpoint import MANIFEST
+    from .presets import get_preset
+    from .runtime import device
+
+    p = get_preset()
+    print(f"minidalle preset: {p.name} — {p.about}")
+    print(f"device: {device()}   torch {torch.__version__}   python {platform.python_version()}")
+    print(f"base images {p.base_res}×{p.base_res}, upsampled to {p.up_res}×{p.up_res}")
+    print(f"shipped checkpoints: {MANIFEST if MANIFEST.exists() else 'none yet'}")
+
+
+def _preview(args):
+    from .data import preview
+
+    t = time.perf_counter()
+    preview(args.out, n=args.n, res=args.res, seed=args.seed)
+    print(f"wrote {args.out}: {args.n} captioned scenes at {args.res}×{args.res} (seed {args.seed}) "
+          f"in {time.perf_counter() - t:.1f} s")
+
+
+def _validate(args):
+    from .oracle import validation_suite
+
+    t = time.perf_counter()
+    res = validation_suite(args.n, args.seed)
+    keys = ["shape", "colour", "size", "count", "relations", "stated"]
+    print(f"oracle on {args.n} held-out renders per condition (seed {args.seed})")
+    print(f"{'condition':28s}" + "".join(f"{k:>10s}" for k in keys))
+    for cond, acc in res.items():
+        print(f"{cond:28s}" + "".join(f"{acc[k]:10.4f}" if k in acc else f"{'—':>10s}" for k in keys))
+    print(f"({time.perf_counter() - t:.0f} s)")
+
+
+def _load_png(path):
+    import numpy as np
+    from PIL import Image
+
+    try:
+        img = Image.open(path).convert("RGB")
+    except (FileNotFoundError, OSError) as e:
+        raise SystemExit(f"cannot read image {path}: {e}")
+    import torch
+
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+
+
+def _read(args):
+    from .oracle import read
+
+    r = read(_load_png(args.image))[0]
+    if not r.objects:
+        print("no objects found")
+    for o, f in zip(r.objects, r.fit):
+        print(f"{o.describe():28s} at ({o.x:.2f}, {o.y:.2f}) depth {o.z}  fit {f:.2f}")
+    for i, rel, j in r.scene.relations():
+        print(f"  {r.objects[i].describe()} {rel} {r.objects[j].describe()}")
+
+
+def _check(args):
+    from .oracle import judge
+
+    out = judge(_load_png(args.image), [args.caption])[0]
+    for k, v in out.items():
+        print(f"{k:24s} {'yes' if v else 'no'}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minidalle",
+                                     description="minidalle: DALL·E 1 and 2 in miniature, built to learn from.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("info", help="check the setup: preset, device, versions").set_defaults(func=_info)
+
+    data = sub.add_parser("data", help="the shapes world").add_subparsers(dest="what", metavar="WHAT")
+    pv = data.add_parser("preview", help="render a captioned grid of scenes to a PNG")
+    pv.add_argument("--out", default="preview.png", help="PNG to write (default: preview.png)")
+    pv.add_argument("--n", type=int, default=16, help="number of scenes (default 16)")
+    pv.add_argument("--res", type=int, default=32, choices=(16, 32, 64), help="resolution (default 32)")
+    pv.add_argument("--seed", type=int, default=0)
+    pv.set_defaults(func=_preview)
+
+    orc = sub.add_parser("oracle", help="read scene graphs off images").add_subparsers(dest="what", metavar="WHAT")
+    va = orc.add_parser("validate", help="measure the oracle on held-out renders")
+    va.add_argument("--n", type=int, default=2000, help="renders per condition (default 2000)")
+    va.add_argument("--seed", type=int, default=12345)
+    va.set_defaults(func=_validate)
+    rd = orc.add_parser("read", help="print the scene graph of a PNG (16, 32 or 64 px square)")
+    rd.add_argument("image")
+    rd.set_defaults(func=_read)
+    ck = orc.add_parser("check", help="check a caption against a PNG")
+    ck.add_argument("image")
+    ck.add_argument("caption")
+    ck.set_defaults(func=_check)
+
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        args.func(args)
+    except ValueError as e:           # bad input: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,44 @@
+"""The course's one device helper, one seed helper and one progress bar.
+
+COURSE.md §7: every module and notebook uses these, so that "which device?",
+"is it reproducible?" and "how long will it take?" have one answer each.
+"""
+from __future__ import annotations
+
+import os
+import random
+
+import torch
+from tqdm.auto import tqdm
+
+
+def device() -> torch.device:
+    """cuda > mps > cpu; $MINIDALLE_DEVICE overrides (e.g. ``cpu`` on a GPU machine)."""
+    want = os.environ.get("MINIDALLE_DEVICE")
+    if want:
+        return torch.device(want)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy (if present) and torch; return a CPU generator seeded alike."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+    return torch.Generator().manual_seed(seed)
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm.auto progress bar (a widget in Jupyter, text elsewhere). Silenced by $MINIDALLE_QUIET."""
+    kwargs["disable"] = kwargs.get("disable", False) or bool(os.environ.get("MINIDALLE_QUIET"))
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)
