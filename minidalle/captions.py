@@ -129,7 +129,9 @@ def caption(scene: Scene, rng: random.Random | None = None, size_prob: float = 0
     q = describe(scene, rng, size_prob, held)
     phrases = [d.phrase() for d in q.objects]
     if not q.relations:
-        return rng.choice(SINGLE).format(_join(phrases))
+        text = rng.choice(SINGLE).format(_join(phrases))
+        plural = q.objects[0].count > 1 or len(q.objects) > 1
+        return text.replace("there is ", "there are ", 1) if plural else text
     i, rel, j = q.relations[0]
     text = rng.choice(PAIR).format(phrases[i], phrases[j], r=rng.choice(PHRASES[rel]))
     rest = [p for k, p in enumerate(phrases) if k not in (i, j)]
@@ -138,7 +140,7 @@ def caption(scene: Scene, rng: random.Random | None = None, size_prob: float = 0
 
 # ------------------------------------------------------------------- reading
 _REL_PATTERNS = sorted(((p, r) for r, ps in PHRASES.items() for p in ps), key=lambda t: -len(t[0]))
-_FILLER = ("a picture of ", "an image of ", "there is ")
+_FILLER = ("a picture of ", "an image of ", "there is ", "there are ")
 VOCABULARY = sorted(set(NUMBERS) | set(SHAPES) | set(PLURAL.values()) | set(COLOUR_NAMES) | set(SIZE_NAMES)
                     | {w for p in _FILLER for w in p.split()} | {"is", "and"}
                     | {w for ps in PHRASES.values() for p in ps for w in p.split()})

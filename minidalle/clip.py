@@ -1,0 +1,465 @@
+"""CLIP: a text transformer and a small ViT trained to agree (Radford et al. 2021).
+
+Lesson 02 (`notebooks/02_clip.ipynb`) builds this file step by step; the
+book chapter `book/clip.md` explains why it matters for DALL·E 2.
+
+- §2.3 (Selecting an efficient pre-training method): embed N images and their
+  N captions, L2-normalise, compare every image with every caption (an N×N
+  matrix of cosine similarities times a learned temperature) and train with a
+  symmetric cross-entropy whose targets are the diagonal. `clip_loss`.
+- §2.4 (Choosing and scaling a model): the image encoder is a Vision
+  Transformer (Dosovitskiy et al. 2021) with an extra LayerNorm before the
+  transformer; the text encoder is a causally masked transformer whose
+  features at the [EOS] token, after a final LayerNorm, are the text's
+  representation. Each is linearly projected into the shared embedding space.
+- §2.5 (Training): the temperature is a learned log-parameterised scalar,
+  initialised to 1/0.07 and clipped so the logits are scaled by at most 100.
+
+The module layout mirrors open_clip's `CLIP`, so `from_open_clip` can load
+its weights (a tiny model in the tests, real pretrained weights from a local
+file in the lesson) and give the same embeddings.
+
+Training (`train`) and the checkpoint a preset ships are at the end; the
+evaluation is in `minidalle.clip_eval`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .presets import get_preset
+from .tokenizer import Tokenizer
+
+_TOKENIZER = Tokenizer()                                   # sets the default vocabulary and context
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)      # open_clip's image normalisation for OpenAI weights
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class CLIPConfig:
+    """Sizes of both towers. Images are float (B, 3, image_size, image_size) in [0, 1].
+
+    The course's own models read 32×32 renders even at the `cpu` preset
+    (whose base resolution is 16×16): at 16 px a small shape is 4 px across
+    and circle, diamond and cross become hard to tell apart; at 32 px with
+    4-px patches the ViT sees the same 64 patches at twice the detail, for
+    the same cost as 16 px with 2-px patches.
+    """
+
+    image_size: int = 32
+    patch_size: int = 4
+    vision_width: int = 128
+    vision_layers: int = 4
+    vision_heads: int = 4
+    vocab_size: int = _TOKENIZER.vocab_size   # the compact shapes-world vocabulary (~60 tokens)
+    context_length: int = _TOKENIZER.context_length
+    eot_id: int = _TOKENIZER.eot_id          # the text is pooled at the first <eot>
+    text_width: int = 128
+    text_layers: int = 4
+    text_heads: int = 4
+    embed_dim: int = 64
+    mlp_ratio: float = 4.0
+    quick_gelu: bool = False        # OpenAI's weights use x·σ(1.702x); open_clip's own default is GELU
+    image_mean: tuple = (0.5, 0.5, 0.5)   # images are normalised inside the model: (x - mean) / std
+    image_std: tuple = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How `train` runs: data size, steps, batch, optimiser (AdamW, warm-up then cosine)."""
+
+    n_train: int = 20_000
+    steps: int = 1200
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 100
+    seed: int = 0                    # training scenes use data seed `seed`; evaluation never does
+    checkpoint_every: int = 200
+
+
+# Named presets, keyed by the course preset (COURSE.md §5).
+PRESETS = {
+    "ci": (CLIPConfig(patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
+                      text_width=32, text_layers=1, text_heads=2, embed_dim=16),
+           TrainConfig(n_train=256, steps=6, batch_size=64, warmup=2, checkpoint_every=3)),
+    "cpu": (CLIPConfig(), TrainConfig()),
+    "gpu": (CLIPConfig(vision_width=256, vision_layers=6, vision_heads=8, text_width=256, text_layers=6,
+                       text_heads=8, embed_dim=128),
+            TrainConfig(n_train=100_000, steps=6000, batch_size=512, lr=5e-4, warmup=300, checkpoint_every=1000)),
+}
+
+
+def preset_configs(name: str | None = None) -> tuple[CLIPConfig, TrainConfig]:
+    """(model config, training config) of the active course preset (or of `name`)."""
+    return PRESETS[get_preset(name).name]
+
+
+# ----------------------------------------------------------------- the blocks
+class QuickGELU(nn.Module):
+    """x·σ(1.702x), the GELU approximation OpenAI's CLIP weights were trained with."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through `F.scaled_dot_product_attention`."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)     # q, k, v in this order (as open_clip's in_proj)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)                                    # 3 × (B, T, C)
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, h, T, C/h)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal)          # (B, h, T, C/h)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))                   # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool):
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), QuickGELU() if quick_gelu else nn.GELU(),
+                                 nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+# ---------------------------------------------------------------- the towers
+class ImageEncoder(nn.Module):
+    """ViT (§2.4): patches → tokens, a class token, ln_pre, blocks, ln_post on the class token, projection."""
+
+    def __init__(self, c: CLIPConfig):
+        super().__init__()
+        if c.image_size % c.patch_size:
+            raise ValueError(f"image_size {c.image_size} is not a multiple of patch_size {c.patch_size}")
+        self.c = c
+        grid = c.image_size // c.patch_size
+        self.register_buffer("mean", torch.tensor(c.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(c.image_std).view(1, 3, 1, 1), persistent=False)
+        self.patch_embed = nn.Conv2d(3, c.vision_width, c.patch_size, stride=c.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(c.vision_width ** -0.5 * torch.randn(c.vision_width))
+        self.positional_embedding = nn.Parameter(0.01 * torch.randn(grid * grid + 1, c.vision_width))
+        self.ln_pre = nn.LayerNorm(c.vision_width)
+        self.blocks = nn.ModuleList(Block(c.vision_width, c.vision_heads, c.mlp_ratio, c.quick_gelu)
+                                    for _ in range(c.vision_layers))
+        self.ln_post = nn.LayerNorm(c.vision_width)
+        self.projection = nn.Linear(c.vision_width, c.embed_dim, bias=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: float (B, 3, S, S) in [0, 1] → (B, embed_dim), not normalised."""
+        S = self.c.image_size
+        if not torch.is_tensor(images) or not images.is_floating_point():
+            kind = images.dtype if torch.is_tensor(images) else type(images).__name__
+            raise TypeError(f"images must be a float tensor in [0, 1], got {kind}; for uint8 use images.float() / 255")
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, S, S):
+            raise ValueError(f"images must have shape (B, 3, {S}, {S}), got {tuple(images.shape)}; "
+                             f"render at {S} px or resize with F.interpolate(images, size={S})")
+        x = (images - self.mean) / self.std
+        x = self.patch_embed(x.to(self.patch_embed.weight.dtype))               # (B, W, g, g)
+        x = x.flatten(2).transpose(1, 2)                                         # (B, g*g, W)
+        cls = self.class_embedding.expand(x.shape[0], 1, -1)                    # (B, 1, W)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding               # (B, 1+g*g, W)
+        x = self.ln_pre(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.projection(self.ln_post(x[:, 0]))                            # (B, E)
+
+
+class TextEncoder(nn.Module):
+    """Causal transformer (§2.4): tokens + positions, blocks, ln_final, features at <eot>, projection."""
+
+    def __init__(self, c: CLIPConfig):
+        super().__init__()
+        self.c = c
+        self.token_embedding = nn.Embedding(c.vocab_size, c.text_width)
+        self.positional_embedding = nn.Parameter(0.01 * torch.randn(c.context_length, c.text_width))
+        self.blocks = nn.ModuleList(Block(c.text_width, c.text_heads, c.mlp_ratio, c.quick_gelu)
+                                    for _ in range(c.text_layers))
+        self.ln_final = nn.LayerNorm(c.text_width)
+        self.projection = nn.Linear(c.text_width, c.embed_dim, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: long (B, T ≤ context_length) from `minidalle.tokenizer.Tokenizer` → (B, embed_dim).
+
+        Padding after <eot> may be cut off (training does, to save time): under
+        the causal mask <eot> never attends to what follows it.
+        """
+        B, T = tokens.shape
+        if tokens.dtype != torch.long or T > self.c.context_length:
+            raise ValueError(f"tokens must be long (B, ≤{self.c.context_length}), got {tokens.dtype} "
+                             f"{tuple(tokens.shape)}; build them with the matching Tokenizer")
+        is_eot = tokens == self.c.eot_id                                         # (B, T)
+        if not bool(is_eot.any(1).all()):
+            raise ValueError("every row of tokens needs an <eot> token; build them with the Tokenizer")
+        x = self.token_embedding(tokens) + self.positional_embedding[:T]         # (B, T, W)
+        for block in self.blocks:
+            x = block(x, causal=True)
+        x = self.ln_final(x)
+        x = x[torch.arange(B, device=x.device), is_eot.int().argmax(1)]          # (B, W) at the first <eot>
+        return self.projection(x)                                                # (B, E)
+
+
+class CLIP(nn.Module):
+    """Both towers and the learned temperature. forward → (N, N) logits, image rows × text columns."""
+
+    def __init__(self, config: CLIPConfig | None = None):
+        super().__init__()
+        self.config = config = config or preset_configs()[0]
+        self.visual = ImageEncoder(config)
+        self.text = TextEncoder(config)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))      # §2.5: τ initialised to 0.07
+        self.apply(_init)
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        x = self.visual(images)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        x = self.text(tokens)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def scale(self) -> torch.Tensor:
+        """exp(logit_scale), clipped at 100 (§2.5)."""
+        return self.logit_scale.clamp(max=math.log(100)).exp()
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        img, txt = self.encode_image(images), self.encode_text(tokens)           # (N, E) each, unit length
+        return self.scale() * img @ txt.T                                         # (N, N)
+
+    def loss(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return clip_loss(self.encode_image(images), self.encode_text(tokens), self.scale())
+
+
+def _init(m: nn.Module):
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(m.weight, std=0.02)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+
+
+def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE (§2.3, Figure 3): image i's caption is text i among the N in the batch.
+
+    image_emb, text_emb: (N, E), L2-normalised; scale: exp(logit_scale), a scalar.
+    """
+    logits = scale * image_emb @ text_emb.T                                      # (N, N): rows images, cols texts
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+# ------------------------------------------------------- open_clip → minidalle
+def from_open_clip(source, vision_heads: int | None = None, text_heads: int | None = None,
+                   quick_gelu: bool | None = None, image_mean=OPENAI_MEAN, image_std=OPENAI_STD) -> CLIP:
+    """A minidalle CLIP holding the weights of an open_clip ViT CLIP.
+
+    source: an `open_clip.CLIP` module, its state dict, or the path of a LOCAL
+        file — ``.safetensors``, or an open_clip checkpoint read with
+        ``torch.load(weights_only=True)`` (a state dict, or a dict with
+        "state_dict"). Nothing is ever downloaded.
+    vision_heads, text_heads, quick_gelu: not stored in a state dict; read from
+        the module when one is given, else heads default to width // 64 (the
+        OpenAI models' head width) and quick_gelu to False. OpenAI's own
+        weights (``pretrained="openai"``) need quick_gelu=True.
+    image_mean/std: the normalisation open_clip's preprocessing applies; the
+        minidalle model applies it itself to images in [0, 1].
+    Use `Tokenizer(context_length=77, compact=False)` for its text side.
+    """
+    if isinstance(source, nn.Module):
+        if not hasattr(source, "visual") or not hasattr(source.visual, "transformer"):
+            raise ValueError("from_open_clip needs an open_clip.CLIP with a ViT image tower")
+        vision_heads = vision_heads or source.visual.transformer.resblocks[0].attn.num_heads
+        text_heads = text_heads or source.transformer.resblocks[0].attn.num_heads
+        if quick_gelu is None:
+            quick_gelu = type(source.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
+        sd = source.state_dict()
+    elif isinstance(source, (str, Path)):
+        sd = _read_weights(Path(source))
+    elif isinstance(source, dict):
+        sd = source
+    else:
+        raise TypeError(f"from_open_clip takes an open_clip.CLIP, a state dict or a file path, got {type(source).__name__}")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    need = ("visual.conv1.weight", "visual.positional_embedding", "visual.proj", "token_embedding.weight",
+            "positional_embedding", "text_projection", "ln_final.weight", "logit_scale")
+    missing = [k for k in need if k not in sd]
+    if missing:
+        raise ValueError(f"not the weights of an open_clip ViT CLIP with the standard text tower: missing "
+                         f"{', '.join(missing)} (timm/HF towers, ResNets and CoCa are not supported)")
+
+    def layers(prefix):
+        return len({k.split(".")[len(prefix.split("."))] for k in sd if k.startswith(prefix + ".")})
+
+    vw, P = sd["visual.conv1.weight"].shape[0], sd["visual.conv1.weight"].shape[-1]
+    grid = math.isqrt(sd["visual.positional_embedding"].shape[0] - 1)
+    T, tw = sd["positional_embedding"].shape
+    vocab = sd["token_embedding.weight"].shape[0]
+    config = CLIPConfig(
+        image_size=grid * P, patch_size=P, vision_width=vw, vision_layers=layers("visual.transformer.resblocks"),
+        vision_heads=vision_heads or max(1, vw // 64), vocab_size=vocab, context_length=T,
+        eot_id=vocab - 1, text_width=tw, text_layers=layers("transformer.resblocks"),
+        text_heads=text_heads or max(1, tw // 64), embed_dim=sd["text_projection"].shape[1],
+        mlp_ratio=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / tw, quick_gelu=bool(quick_gelu),
+        image_mean=tuple(image_mean), image_std=tuple(image_std))
+    ours = {"logit_scale": sd["logit_scale"].reshape(()),
+            "visual.patch_embed.weight": sd["visual.conv1.weight"],
+            "visual.class_embedding": sd["visual.class_embedding"],
+            "visual.positional_embedding": sd["visual.positional_embedding"],
+            "visual.projection.weight": sd["visual.proj"].T,                   # open_clip: x @ proj
+            "text.token_embedding.weight": sd["token_embedding.weight"],
+            "text.positional_embedding": sd["positional_embedding"],
+            "text.projection.weight": sd["text_projection"].T}
+    for theirs, mine in (("visual.ln_pre", "visual.ln_pre"), ("visual.ln_post", "visual.ln_post"),
+                         ("ln_final", "text.ln_final")):
+        for p in ("weight", "bias"):
+            ours[f"{mine}.{p}"] = sd[f"{theirs}.{p}"]
+    for theirs, mine, n in (("visual.transformer.resblocks", "visual.blocks", config.vision_layers),
+                            ("transformer.resblocks", "text.blocks", config.text_layers)):
+        for i in range(n):
+            a, b = f"{theirs}.{i}.", f"{mine}.{i}."
+            for p in ("weight", "bias"):
+                ours[b + f"ln_1.{p}"] = sd[a + f"ln_1.{p}"]
+                ours[b + f"ln_2.{p}"] = sd[a + f"ln_2.{p}"]
+                ours[b + f"attn.proj.{p}"] = sd[a + f"attn.out_proj.{p}"]
+                ours[b + f"mlp.0.{p}"] = sd[a + f"mlp.c_fc.{p}"]
+                ours[b + f"mlp.2.{p}"] = sd[a + f"mlp.c_proj.{p}"]
+            ours[b + "attn.qkv.weight"] = sd[a + "attn.in_proj_weight"]
+            ours[b + "attn.qkv.bias"] = sd[a + "attn.in_proj_bias"]
+    model = CLIP(config)
+    model.load_state_dict({k: v.float() for k, v in ours.items()}, strict=True)
+    return model
+
+
+def _read_weights(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"no weights at {path}; from_open_clip reads local files only, nothing is downloaded")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+
+
+# ------------------------------------------------------------------ training
+def checkpoint_name(preset: str | None = None) -> Path:
+    """Where a preset's trained CLIP lives: data/checkpoints/clip-{preset} (.safetensors + .json)."""
+    from .checkpoint import SHIPPED
+
+    return SHIPPED / f"clip-{get_preset(preset).name}"
+
+
+def state_name(preset: str | None = None) -> Path:
+    """Where `train` keeps its resumable state (model + optimiser + step): runs/clip-{preset}-state."""
+    from .checkpoint import ROOT
+
+    return ROOT / "runs" / f"clip-{get_preset(preset).name}-state"
+
+
+def training_data(model_config: CLIPConfig, train_config: TrainConfig):
+    """(images uint8 (N, 3, S, S), tokens long (N, T)) of the training scenes (seed train_config.seed)."""
+    from .data import cached
+
+    batch = cached(train_config.n_train, model_config.image_size, None, train_config.seed)
+    tokens = Tokenizer(model_config.context_length)(batch.captions)
+    return batch.images, tokens
+
+
+def _lr(step: int, tc: TrainConfig) -> float:
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    t = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
+    return tc.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def train(model: CLIP, train_config: TrainConfig | None = None, resume: bool = False,
+          state: Path | None = None, log=None) -> dict:
+    """Train `model` in place on shapes-world scenes; returns an info dict (losses, wall time, step).
+
+    Every `checkpoint_every` steps the full state — weights, AdamW state, step,
+    loss curve — is saved to `state` (default `state_name()`); with resume=True
+    training continues from it. `log(step, loss)` is called every step if given.
+    """
+    from .checkpoint import CheckpointError, load, save
+    from .runtime import device, progress, seed_everything
+
+    tc = train_config or preset_configs()[1]
+    state = Path(state or state_name())
+    dev = device()
+    model.to(dev).train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                             {"params": other, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.98), eps=1e-6)
+    step, losses, wall = 0, [], 0.0
+    if resume:
+        try:
+            saved, _, _ = load(state, {"model": asdict(model.config), "train": asdict(tc)})
+        except CheckpointError as e:
+            raise CheckpointError(f"cannot resume: {e}") from e
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        step, losses, wall = int(saved["step"]), saved["losses"].tolist(), float(saved["wall"])
+    images, tokens = training_data(model.config, tc)
+    g = seed_everything(tc.seed + step)
+    t0 = time.perf_counter() - wall
+
+    def snapshot():
+        save(state, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": torch.tensor(step),
+                     "losses": torch.tensor(losses), "wall": torch.tensor(time.perf_counter() - t0)},
+             {"model": asdict(model.config), "train": asdict(tc)})
+
+    bar = progress(range(step, tc.steps), desc="training CLIP", initial=step, total=tc.steps)
+    for step in bar:
+        idx = torch.randint(0, len(images), (tc.batch_size,), generator=g)
+        x = images[idx].to(dev).float() / 255                                    # (B, 3, S, S)
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, tc)
+        loss = model.loss(x, tokens[idx].to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if log:
+            log(step, losses[-1])
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{model.scale().item():.1f}")
+        if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.steps:
+            step += 1
+            snapshot()
+            step -= 1
+    model.eval()
+    return {"steps": tc.steps, "losses": [round(v, 4) for v in losses], "wall_time_s": round(time.perf_counter() - t0, 1),
+            "train": asdict(tc)}
+
+
+def load_trained(preset: str | None = None, train_if_missing: bool = True) -> tuple[CLIP, dict]:
+    """The preset's CLIP from data/checkpoints/clip-{preset}, trained (and saved) first if absent or mismatched."""
+    from .checkpoint import load_into, load_or_train
+
+    config, tc = preset_configs(preset)
+    model = CLIP(config)
+    if not train_if_missing:
+        return model.eval(), load_into(model, checkpoint_name(preset), config)
+    info, _ = load_or_train(model, checkpoint_name(preset), config, lambda m: train(m, tc, state=state_name(preset)))
+    return model.eval(), info
+

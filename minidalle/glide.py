@@ -1,0 +1,364 @@
+"""Lessons 03 and 04: an unconditional DDPM and a text-conditional GLIDE, trained and judged on the shapes world.
+
+- `DDPM` (lesson 03; Ho et al. 2020): the `unet.UNet` alone, learning single-object
+  scenes from noise with `diffusion.Diffusion`.
+- `GLIDE` (lesson 04; Nichol et al. 2022, §2.3 and §3.2): the same U-Net conditioned on
+  a caption. GLIDE does not borrow a pre-trained language model: it trains its own
+  transformer text encoder jointly with the diffusion model. The caption's tokens go
+  through that transformer; the final (end-of-text) token, projected, is added to the
+  time embedding, and all token features are attended to by every attention layer.
+  For classifier-free guidance (Ho & Salimans 2022) the caption is replaced by the
+  empty caption `p_uncond` of the time (GLIDE: 20%), so one network is both the
+  conditional and the unconditional model.
+
+The tokenizer here is word-level over the shapes-world grammar (`captions.VOCABULARY`,
+captions of at most 32 words); prompts are validated by `captions.parse`, which refuses
+empty, over-long and unknown-word prompts with a clear message. (Lesson 02's CLIP has
+its own tokenizer; GLIDE's is deliberately separate, as in the paper.)
+
+Training (`train`) and evaluation (`evaluate_*`) used by `python -m minidalle train|eval
+ddpm|glide` and the notebooks also live here; checkpoints hold the model, the AdamW state
+and the step, so a run can be resumed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import checkpoint
+from .captions import MAX_CAPTION_WORDS, VOCABULARY, parse
+from .diffusion import Diffusion, DiffusionConfig, classifier_free_guidance
+from .presets import get_preset
+from .runtime import device, progress, seed_everything
+from .unet import UNet, UNetConfig, unet_config
+from .world import COLOUR_NAMES, SHAPES, SceneSpec
+
+# ------------------------------------------------------------------ tokenizer
+PAD, EOT = 0, 1
+WORDS = ["<pad>", "<eot>", ","] + list(VOCABULARY)
+INDEX = {w: i for i, w in enumerate(WORDS)}
+MAX_TOKENS = 2 * MAX_CAPTION_WORDS + 1          # words, commas, and the end-of-text token
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words, with commas kept as tokens: "A red circle, and ..." → ["a", "red", "circle", ",", ...]."""
+    return re.sub(r"[.!]", " ", text.lower()).replace(",", " , ").split()
+
+
+def tokenize(captions: list[str] | str, validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions → (tokens (B, L) long, mask (B, L) bool, True = a real token). "" is the empty caption.
+
+    Every non-empty caption is first checked by `captions.parse`, which raises ValueError
+    for an empty, over-long or unknown-word prompt; the empty caption is kept for
+    classifier-free guidance's unconditional half.
+    """
+    if isinstance(captions, str):
+        captions = [captions]
+    rows = []
+    for text in captions:
+        if text.strip() and validate:
+            parse(text)                                   # clear ValueError on anything the world cannot say
+        ids = [INDEX[w] for w in words(text) if w in INDEX] + [EOT]
+        rows.append(ids[:MAX_TOKENS])
+    L = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), L), PAD, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, :len(r)] = torch.tensor(r)
+    return tokens, tokens != PAD
+
+
+def check_prompt(text: str) -> str:
+    """Validate one user prompt (ValueError with the reason); the empty prompt is refused too."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("empty prompt: describe one to four shapes, e.g. 'a red circle above a blue square'")
+    parse(text)
+    return text
+
+
+# ------------------------------------------------------------------ configs
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch: int = 64
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.0
+    n_train: int = 20_000           # scenes of each kind
+    seed: int = 0
+    log_every: int = 50
+
+
+@dataclass
+class DDPMConfig:
+    """Lesson 03's unconditional model: a U-Net and a diffusion process."""
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(schedule="cosine"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class GLIDEConfig:
+    """Lesson 04's text-conditional model: text transformer + U-Net (+ the diffusion process)."""
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(schedule="cosine"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    text_width: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    p_uncond: float = 0.15          # how often the caption is dropped (classifier-free guidance)
+    two_objects: float = 0.5        # share of two-object scenes in the training data (the rest: one object)
+
+
+def ddpm_config(preset: str | None = None) -> DDPMConfig:
+    """The named preset's DDPM config (ci: seconds; cpu: 16×16 in minutes; gpu: 32×32)."""
+    p = get_preset(preset)
+    unet = unet_config(p.name, attn_res=(4,)) if p.name == "cpu" else unet_config(p.name)
+    unet = dataclasses.replace(unet, res=p.base_res)
+    steps = {"ci": 30, "cpu": 1500, "gpu": 20_000}[p.name]
+    return DDPMConfig(unet=unet, train=TrainConfig(steps=steps, batch=64 if p.name != "gpu" else 128,
+                                                   n_train=p.n_train, log_every=max(1, steps // 60)))
+
+
+def glide_config(preset: str | None = None) -> GLIDEConfig:
+    """The named preset's GLIDE config: the DDPM's U-Net, plus vector and token conditioning."""
+    p = get_preset(preset)
+    width = {"ci": 32, "cpu": 64, "gpu": 128}[p.name]
+    unet = dataclasses.replace(unet_config(p.name), res=p.base_res, cond_dim=width, context_dim=width)
+    steps = {"ci": 30, "cpu": 1500, "gpu": 20_000}[p.name]
+    return GLIDEConfig(unet=unet, text_width=width, text_layers=1 if p.name == "ci" else 2,
+                       train=TrainConfig(steps=steps, batch=64 if p.name != "gpu" else 128,
+                                         n_train=p.n_train, log_every=max(1, steps // 60)))
+
+
+# ------------------------------------------------------------------ models
+class DDPM(nn.Module):
+    """ε_θ(x_t, t): lesson 03's unconditional U-Net, (B, 3, R, R) → (B, 3, R, R)."""
+
+    def __init__(self, config: DDPMConfig):
+        super().__init__()
+        self.config = config
+        self.unet = UNet(config.unet)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t)
+
+
+class TextEncoder(nn.Module):
+    """GLIDE §2.3's text transformer, in miniature: tokens (B, L) → features (B, L, W) and a pooled (B, W)."""
+
+    def __init__(self, width: int, layers: int, heads: int):
+        super().__init__()
+        self.embed = nn.Embedding(len(WORDS), width)
+        self.pos = nn.Parameter(torch.randn(MAX_TOKENS, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        L = tokens.shape[1]
+        h = self.embed(tokens) + self.pos[:L]                                     # (B, L, W)
+        h = self.norm(self.blocks(h, src_key_padding_mask=~mask))                 # (B, L, W)
+        last = mask.long().sum(1) - 1                                             # index of <eot>
+        pooled = h[torch.arange(len(h)), last]                                    # (B, W)
+        return h, pooled
+
+
+class GLIDE(nn.Module):
+    """ε_θ(x_t, t | caption): text transformer + U-Net, trained together (lesson 04)."""
+
+    def __init__(self, config: GLIDEConfig):
+        super().__init__()
+        self.config = config
+        self.text = TextEncoder(config.text_width, config.text_layers, config.text_heads)
+        self.unet = UNet(config.unet)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        feats, pooled = self.text(tokens, mask)                                   # (B, L, W), (B, W)
+        return self.unet(x, t, cond=pooled, context=feats, context_mask=mask)
+
+
+# ------------------------------------------------------------------ data
+def training_data(n: int, res: int, two_objects: float = 0.0, seed: int = 0):
+    """Images in [−1, 1] (N, 3, res, res) and captions: single objects, plus a share of two-object scenes."""
+    from .data import cached
+
+    n2 = int(round(n * two_objects))
+    parts = [cached(n - n2, res, SceneSpec(n_objects=(1, 0, 0, 0)), seed)]
+    if n2:
+        parts.append(cached(n2, res, SceneSpec(n_objects=(0, 1, 0, 0)), seed + 1))
+    images = torch.cat([p.images for p in parts]).float() / 127.5 - 1
+    captions = [c for p in parts for c in p.captions]
+    return images, captions
+
+
+# ------------------------------------------------------------------ training
+def _lr(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to zero: the decay stands in for an EMA on short runs."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+
+
+def train(model: nn.Module, config, name=None, resume: bool = False, show_progress: bool = True,
+          on_log=None) -> dict:
+    """Train a `DDPM` or `GLIDE` in place; save to checkpoint `name` (model, AdamW state, step).
+
+    With `resume`, continue from `name` (which must have been made with this config).
+    Returns info: losses (step, loss) pairs, wall time, steps. `on_log(step, model)` is
+    called at every log step (the notebooks use it to collect samples over training).
+    """
+    tc = config.train
+    gen = seed_everything(tc.seed)
+    dev = device()
+    model.to(dev).train()
+    diffusion = Diffusion(config.diffusion)
+    conditional = isinstance(model, GLIDE)
+    images, captions = training_data(tc.n_train, config.unet.res, getattr(config, "two_objects", 0.0), tc.seed)
+    if conditional:
+        tokens, mask = tokenize(captions, validate=False)                         # (N, L): drawn from the grammar
+        null_tokens, null_mask = tokenize([""])                                    # (1, 1): the empty caption
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    step, losses, wall = 0, [], 0.0
+    if resume and name is not None:
+        state, _, info = checkpoint.load(name, config)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, losses, wall = int(state["step"]), [tuple(x) for x in info.get("losses", [])], info.get("wall_time_s", 0.0)
+        gen.manual_seed(tc.seed + step)
+    start = time.perf_counter()
+    bar = progress(range(step, tc.steps), desc=f"training {type(model).__name__}", initial=step, total=tc.steps,
+                   disable=not show_progress)
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, tc)
+        idx = torch.randint(0, len(images), (tc.batch,), generator=gen)
+        x0 = images[idx].to(dev)                                                  # (B, 3, R, R) in [−1, 1]
+        cond = {}
+        if conditional:
+            tok, msk = tokens[idx], mask[idx]
+            drop = torch.rand(tc.batch, generator=gen) < config.p_uncond          # classifier-free: forget the caption
+            tok, msk = tok.masked_fill(drop[:, None], PAD), msk & ~drop[:, None]
+            tok[drop, 0], msk[drop, 0] = null_tokens[0, 0], True                  # the empty caption is "<eot>"
+            cond = {"tokens": tok.to(dev), "mask": msk.to(dev)}
+        loss = diffusion.loss(model, x0, generator=gen, **cond)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % tc.log_every == 0 or step == tc.steps - 1:
+            losses.append((step, round(loss.item(), 5)))
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if on_log is not None:
+                on_log(step, model)
+    wall += time.perf_counter() - start
+    model.eval()
+    info = {"losses": losses, "wall_time_s": round(wall, 1), "steps": tc.steps}
+    if name is not None:
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": torch.tensor(tc.steps)}
+        checkpoint.save(name, state, config, info)
+    return info
+
+
+# ------------------------------------------------------------------ sampling
+def to_images(x: torch.Tensor) -> torch.Tensor:
+    """Model space [−1, 1] → pixels [0, 1]."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+@torch.no_grad()
+def sample_ddpm_model(model: DDPM, n: int, steps: int | None = None, method: str = "ddim", seed: int = 0,
+                      show_progress: bool = False) -> torch.Tensor:
+    """n unconditional samples, pixels (n, 3, R, R) in [0, 1]."""
+    c = model.config.unet
+    d = Diffusion(model.config.diffusion)
+    dev = next(model.parameters()).device
+    x = d.sample(model, (n, c.in_ch, c.res, c.res), steps=steps, method=method,
+                 generator=torch.Generator().manual_seed(seed), device=dev, show_progress=show_progress)
+    return to_images(x).cpu()
+
+
+@torch.no_grad()
+def generate(model: GLIDE, prompts: list[str] | str, guidance: float = 3.0, steps: int | None = 50,
+             method: str = "ddim", seed: int = 0, show_progress: bool = False) -> torch.Tensor:
+    """Sample one image per prompt with classifier-free guidance scale s. Pixels (B, 3, R, R) in [0, 1]."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    for p in prompts:
+        check_prompt(p)
+    dev = next(model.parameters()).device
+    tok, msk = tokenize(prompts)
+    null_tok = torch.full_like(tok, PAD)
+    null_tok[:, 0] = EOT
+    null_msk = null_tok != PAD
+    cond = {"tokens": tok.to(dev), "mask": msk.to(dev)}
+    uncond = {"tokens": null_tok.to(dev), "mask": null_msk.to(dev)}
+    guided = classifier_free_guidance(model, guidance, cond, uncond)
+    c = model.config.unet
+    d = Diffusion(model.config.diffusion)
+    x = d.sample(guided, (len(prompts), c.in_ch, c.res, c.res), steps=steps, method=method,
+                 generator=torch.Generator().manual_seed(seed), device=dev, show_progress=show_progress)
+    return to_images(x).cpu()
+
+
+# ------------------------------------------------------------------ evaluation
+SINGLE_PROMPTS = [f"a {c} {s}" for c in COLOUR_NAMES for s in SHAPES]                     # 40 prompts
+_RELS = ("left of", "right of", "above", "below")
+
+
+def pair_prompts(n: int = 20, seed: int = 0) -> list[str]:
+    """n two-object prompts "a C1 S1 REL a C2 S2" with two different colours and shapes."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    while len(out) < n:
+        c = torch.randperm(len(COLOUR_NAMES), generator=g)[:2].tolist()
+        s = torch.randperm(len(SHAPES), generator=g)[:2].tolist()
+        r = _RELS[int(torch.randint(len(_RELS), (1,), generator=g))]
+        out.append(f"a {COLOUR_NAMES[c[0]]} {SHAPES[s[0]]} {r} a {COLOUR_NAMES[c[1]]} {SHAPES[s[1]]}")
+    return out
+
+
+def bootstrap(hits, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Rate and 95% percentile-bootstrap interval (Efron 1979) of a list of 0/1 outcomes."""
+    x = torch.as_tensor(hits, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    means = x[torch.randint(0, len(x), (reps, len(x)), generator=g)].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return float(x.mean()), lo, hi
+
+
+def judge_prompts(model: GLIDE, prompts: list[str], per_prompt: int = 4, guidance: float = 3.0,
+                  steps: int | None = 50, method: str = "ddim", seed: int = 0, batch: int = 160):
+    """Sample per_prompt images for each prompt, judge them with the oracle. Returns (images, captions, verdicts)."""
+    from .oracle import judge
+
+    caps = [p for p in prompts for _ in range(per_prompt)]
+    imgs = []
+    for i in progress(range(0, len(caps), batch), desc="sampling", leave=False):
+        imgs.append(generate(model, caps[i:i + batch], guidance, steps, method, seed + i))
+    imgs = torch.cat(imgs)
+    return imgs, caps, judge(imgs, caps)
+
+
+def pixel_diversity(images: torch.Tensor, per_prompt: int) -> float:
+    """Mean pairwise L2 pixel distance among the samples of one prompt, averaged over prompts."""
+    x = images.flatten(1).view(-1, per_prompt, images[0].numel())                 # (P, k, D)
+    d = torch.cdist(x, x)                                                         # (P, k, k)
+    k = per_prompt
+    return float(d.sum() / (len(x) * k * (k - 1)))
+
+
+def one_clean_object(images: torch.Tensor, min_fit: float = 0.8) -> list[bool]:
+    """For unconditional single-object samples: does the oracle read exactly one object, well fitted?"""
+    from .oracle import read
+
+    return [len(r.objects) == 1 and r.fit[0] >= min_fit for r in read(images)]
