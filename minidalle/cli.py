@@ -1,8 +1,8 @@
 """`python -m minidalle`: the course's command line.
 
 Subcommands: `info` (setup check), `data preview` (a captioned grid of the
-shapes world), `oracle validate|read|check`. Later lessons add training,
-generation and evaluation.
+shapes world), `oracle validate|read|check`, `train clip|ddpm|glide` and
+`eval clip|ddpm|glide` (lessons 02–04). Later lessons add their targets and `generate`.
 """
 from __future__ import annotations
 
@@ -108,6 +108,8 @@ def main(argv=None):
     ck.add_argument("image")
     ck.add_argument("caption")
     ck.set_defaults(func=_check)
+    _clip_commands(sub)
+    _diffusion_commands(sub)
 
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -119,3 +121,93 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _targets(sub, name: str, help: str):
+    """The TARGET subparsers of `train` / `eval`: created on first use; each lesson adds its target."""
+    if name not in sub.choices:
+        sub.add_parser(name, help=help).add_subparsers(dest="target", metavar="TARGET")
+    return next(a for a in sub.choices[name]._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _train_parser(sub):
+    """`train TARGET`: train a model at the active preset, with periodic checkpoints and --resume."""
+    return _targets(sub, "train", "train a model at the active preset ($MINIDALLE_PRESET)")
+
+
+def _eval_parser(sub):
+    """`eval TARGET`: measure a trained model on held-out scenes."""
+    return _targets(sub, "eval", "measure a trained model on held-out scenes")
+
+
+def _clip_commands(sub):
+    t = _train_parser(sub).add_parser("clip", help="train CLIP (lesson 02) into data/checkpoints/clip-PRESET")
+    t.add_argument("--resume", action="store_true", help="continue from the last periodic checkpoint (runs/)")
+    t.set_defaults(func=_train_clip)
+    e = _eval_parser(sub).add_parser("clip", help="zero-shot accuracy, retrieval and compositional probes of CLIP")
+    e.add_argument("--n", type=int, default=None, help="held-out scenes per measurement (default: the preset's n_eval)")
+    e.set_defaults(func=_eval_clip)
+
+
+def _clip_eval_print(model, n):
+    from .clip_eval import evaluate, report
+    from .presets import get_preset
+
+    n = n or get_preset().n_eval
+    t = time.perf_counter()
+    results = evaluate(model, n_zero_shot=n, n_retrieval=min(n, 1000), n_probes=n)
+    print(report(results))
+    print(f"(evaluated in {time.perf_counter() - t:.0f} s)")
+    return results
+
+
+def _train_clip(args):
+    import os
+
+    from .checkpoint import ROOT, record, save
+    from .clip import CLIP, checkpoint_name, preset_configs, train
+    from .presets import get_preset
+    from .runtime import seed_everything
+
+    p = get_preset()
+    config, tc = preset_configs()
+    seed_everything(tc.seed)                                  # the initial weights are part of the recipe
+    model = CLIP(config)
+    info = train(model, tc, resume=args.resume)
+    path = save(checkpoint_name(), {"model": model.state_dict()}, config, info)
+    print(f"CLIP at preset {p.name}: {tc.steps} steps, final loss {info['losses'][-1]:.3f}, "
+          f"training wall time {info['wall_time_s']:.0f} s; saved {path.relative_to(ROOT)} "
+          f"({path.stat().st_size / 1e6:.1f} MB)")
+    results = _clip_eval_print(model, None)
+    if p.name != "ci":            # ci checkpoints are git-ignored and never shipped
+        record(f"clip-{p.name}", path, (f"OMP_NUM_THREADS={threads} " if (threads := os.environ.get("OMP_NUM_THREADS")) else "")
+               + f"MINIDALLE_PRESET={p.name} python -m minidalle train clip", p.name,
+               tc.seed, info["wall_time_s"], {k: {m: round(v, 4) if isinstance(v, float) else v for m, v in r.items()}
+                                              for k, r in results.items()})
+
+
+def _eval_clip(args):
+    from .checkpoint import CheckpointError
+    from .clip import load_trained
+
+    if args.n is not None and args.n < 2:
+        raise ValueError(f"--n must be at least 2 held-out scenes, got {args.n}")
+
+    try:
+        model, _ = load_trained(train_if_missing=False)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}")
+    _clip_eval_print(model, args.n)
+
+
+def _diffusion_commands(sub):
+    """`train ddpm|glide` and `eval ddpm|glide` (lessons 03 and 04; minidalle.glide does the work)."""
+    for kind, lesson in (("ddpm", "03"), ("glide", "04")):
+        t = _train_parser(sub).add_parser(kind, help=f"train lesson {lesson}'s {kind} into data/checkpoints/{kind}-PRESET")
+        t.add_argument("--resume", action="store_true", help="continue from the checkpoint's saved step")
+        t.set_defaults(func=lambda a, k=kind: __import__("minidalle.glide").glide.cli_train(k, a.resume))
+        e = _eval_parser(sub).add_parser(kind, help=f"oracle accuracy of {kind} samples, DDIM vs DDPM"
+                                         + (", guidance sweep" if kind == "glide" else ""))
+        e.add_argument("--per-prompt", type=int, default=4, help="samples per prompt (default 4)")
+        e.add_argument("--plot", default=None, help="PNG for the guidance sweep (glide)")
+        e.set_defaults(func=lambda a, k=kind: __import__("minidalle.glide").glide.cli_eval(k, a.per_prompt, a.plot))

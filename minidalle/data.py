@@ -24,7 +24,7 @@ from .runtime import progress
 from .world import Scene, SceneArrays, SceneSpec, sample_scenes
 
 CACHE = Path(__file__).resolve().parent.parent / "data" / "cache"
-VERSION = 1          # bump when the world, renderer or captions change, to invalidate caches
+VERSION = 2          # bump when the world, renderer or captions change, to invalidate caches
 CHUNK = 4096
 
 

@@ -94,6 +94,7 @@ class TrainConfig:
     n_train: int = 20_000           # scenes of each kind
     seed: int = 0
     log_every: int = 50
+    save_every: int = 500           # periodic checkpoint (model, optimizer, step) for --resume
 
 
 @dataclass
@@ -124,20 +125,23 @@ def ddpm_config(preset: str | None = None) -> DDPMConfig:
     p = get_preset(preset)
     unet = unet_config(p.name, attn_res=(4,)) if p.name == "cpu" else unet_config(p.name)
     unet = dataclasses.replace(unet, res=p.base_res)
-    steps = {"ci": 30, "cpu": 1500, "gpu": 20_000}[p.name]
-    return DDPMConfig(unet=unet, train=TrainConfig(steps=steps, batch=64 if p.name != "gpu" else 128,
-                                                   n_train=p.n_train, log_every=max(1, steps // 60)))
+    steps, batch = {"ci": 10, "cpu": 1000, "gpu": 20_000}[p.name], {"ci": 16, "cpu": 32, "gpu": 128}[p.name]
+    diffusion = DiffusionConfig(schedule="cosine", timesteps=100 if p.name == "ci" else 1000)
+    return DDPMConfig(unet=unet, diffusion=diffusion, train=TrainConfig(steps=steps, batch=batch, n_train=p.n_train,
+                                                   warmup=min(100, steps // 5), log_every=max(1, steps // 50)))
 
 
 def glide_config(preset: str | None = None) -> GLIDEConfig:
     """The named preset's GLIDE config: the DDPM's U-Net, plus vector and token conditioning."""
     p = get_preset(preset)
-    width = {"ci": 32, "cpu": 64, "gpu": 128}[p.name]
-    unet = dataclasses.replace(unet_config(p.name), res=p.base_res, cond_dim=width, context_dim=width)
-    steps = {"ci": 30, "cpu": 1500, "gpu": 20_000}[p.name]
-    return GLIDEConfig(unet=unet, text_width=width, text_layers=1 if p.name == "ci" else 2,
-                       train=TrainConfig(steps=steps, batch=64 if p.name != "gpu" else 128,
-                                         n_train=p.n_train, log_every=max(1, steps // 60)))
+    width = {"ci": 32, "cpu": 48, "gpu": 128}[p.name]
+    unet = unet_config(p.name, attn_res=(4,)) if p.name == "cpu" else unet_config(p.name)
+    unet = dataclasses.replace(unet, res=p.base_res, cond_dim=width, context_dim=width)
+    steps, batch = {"ci": 10, "cpu": 1000, "gpu": 20_000}[p.name], {"ci": 16, "cpu": 32, "gpu": 128}[p.name]
+    diffusion = DiffusionConfig(schedule="cosine", timesteps=100 if p.name == "ci" else 1000)
+    return GLIDEConfig(unet=unet, diffusion=diffusion, text_width=width, text_layers=1 if p.name == "ci" else 2,
+                       train=TrainConfig(steps=steps, batch=batch, n_train=p.n_train,
+                                         warmup=min(100, steps // 5), log_every=max(1, steps // 50)))
 
 
 # ------------------------------------------------------------------ models
@@ -230,7 +234,9 @@ def train(model: nn.Module, config, name=None, resume: bool = False, show_progre
         null_tokens, null_mask = tokenize([""])                                    # (1, 1): the empty caption
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     step, losses, wall = 0, [], 0.0
-    if resume and name is not None:
+    if resume and name is not None and not checkpoint._paths(name)[0].exists():
+        print(f"nothing to resume at {name}: starting from step 0")
+    elif resume and name is not None:
         state, _, info = checkpoint.load(name, config)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -261,6 +267,10 @@ def train(model: nn.Module, config, name=None, resume: bool = False, show_progre
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if on_log is not None:
                 on_log(step, model)
+        if name is not None and (step + 1) % tc.save_every == 0 and step + 1 < tc.steps:
+            so_far = {"losses": losses, "wall_time_s": round(wall + time.perf_counter() - start, 1), "steps": step + 1}
+            checkpoint.save(name, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                   "step": torch.tensor(step + 1)}, config, so_far)
     wall += time.perf_counter() - start
     model.eval()
     info = {"losses": losses, "wall_time_s": round(wall, 1), "steps": tc.steps}
@@ -362,3 +372,154 @@ def one_clean_object(images: torch.Tensor, min_fit: float = 0.8) -> list[bool]:
     from .oracle import read
 
     return [len(r.objects) == 1 and r.fit[0] >= min_fit for r in read(images)]
+
+
+# ------------------------------------------------------------------ commands
+KINDS = {"ddpm": (ddpm_config, DDPM), "glide": (glide_config, GLIDE)}
+
+
+def checkpoint_name(kind: str, preset: str | None = None):
+    """data/checkpoints/{ddpm,glide}-PRESET (the -ci ones are git-ignored)."""
+    return checkpoint.SHIPPED / f"{kind}-{get_preset(preset).name}"
+
+
+def build(kind: str, preset: str | None = None):
+    """A fresh (model, config) of `kind` ("ddpm" or "glide") at the preset."""
+    make_config, Model = KINDS[kind]
+    config = make_config(preset)
+    return Model(config), config
+
+
+def load_trained(kind: str, preset: str | None = None):
+    """The model trained by `python -m minidalle train KIND` (CheckpointError if there is none)."""
+    model, config = build(kind, preset)
+    info = checkpoint.load_into(model, checkpoint_name(kind, preset), config)
+    return model.to(device()).eval(), info
+
+
+def cli_train(kind: str, resume: bool = False) -> dict:
+    """`python -m minidalle train ddpm|glide`: train, save, run a quick evaluation, record the checkpoint."""
+    p = get_preset()
+    model, config = build(kind)
+    name = checkpoint_name(kind)
+    info = train(model, config, name, resume=resume)
+    size = checkpoint._paths(name)[0].stat().st_size
+    print(f"{kind} at preset {p.name}: {info['steps']} steps, final loss {info['losses'][-1][1]:.4f}, "
+          f"training wall time {info['wall_time_s']:.0f} s; saved {name.relative_to(checkpoint.ROOT)}.safetensors "
+          f"({size / 1e6:.1f} MB)")
+    quick = quick_eval(kind, model)
+    print(quick)
+    if p.name != "ci":
+        cmd = f"OMP_NUM_THREADS=1 MINIDALLE_PRESET={p.name} python -m minidalle train {kind}"
+        checkpoint.record(f"{kind}-{p.name}", name, cmd, p.name, config.train.seed, info["wall_time_s"],
+                          {"final_loss": info["losses"][-1][1], **quick})
+    return info
+
+
+def quick_eval(kind: str, model) -> dict:
+    """A cheap summary for the manifest: DDIM-50 samples judged by the oracle."""
+    torch.manual_seed(0)
+    if kind == "ddpm":
+        ok = one_clean_object(sample_ddpm_model(model, 128, steps=50, method="ddim", seed=1))
+        r, lo, hi = bootstrap(ok)
+        return {"one_clean_object_ddim50": round(r, 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(ok)}
+    _, _, v = judge_prompts(model, SINGLE_PROMPTS, per_prompt=4, guidance=3.0, steps=50, seed=1)
+    r, lo, hi = bootstrap([x["exact"] for x in v])
+    return {"single_object_exact_ddim50_s3": round(r, 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(v)}
+
+
+def sampler_table(kind: str, model, per_prompt: int = 2, guidance: float = 3.0, seed: int = 2) -> list[dict]:
+    """DDIM with 25/50/100 steps against DDPM with all T steps: oracle accuracy and wall time (lesson 03)."""
+    rows = []
+    T = model.config.diffusion.timesteps
+    for method, steps in (("ddim", 25), ("ddim", 50), ("ddim", 100), ("ddpm", T)):
+        t0 = time.perf_counter()
+        if kind == "ddpm":
+            n = per_prompt * len(SINGLE_PROMPTS)
+            hits = one_clean_object(sample_ddpm_model(model, n, steps=steps, method=method, seed=seed))
+        else:
+            _, _, v = judge_prompts(model, SINGLE_PROMPTS, per_prompt, guidance, steps, method, seed)
+            hits = [x["exact"] for x in v]
+        wall = time.perf_counter() - t0
+        r, lo, hi = bootstrap(hits)
+        rows.append({"sampler": f"{method.upper()} {steps}", "rate": r, "lo": lo, "hi": hi, "n": len(hits),
+                     "wall_s": wall})
+    return rows
+
+
+def guidance_sweep(model, scales=(0, 1, 2, 3, 5, 8), per_prompt: int = 4, steps: int = 50, seed: int = 3,
+                   prompts: list[str] | None = None) -> list[dict]:
+    """Fidelity (oracle exact match) and diversity (pairwise pixel distance) per guidance scale (lesson 04)."""
+    rows = []
+    for s in scales:
+        imgs, _, v = judge_prompts(model, prompts or SINGLE_PROMPTS, per_prompt, float(s), steps, "ddim", seed)
+        r, lo, hi = bootstrap([x["exact"] for x in v])
+        rows.append({"scale": s, "exact": r, "lo": lo, "hi": hi, "n": len(v),
+                     "diversity": pixel_diversity(imgs, per_prompt)})
+    return rows
+
+
+def plot_sweep(rows: list[dict], path=None):
+    """Fidelity against diversity, one point per guidance scale."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    x = [r["diversity"] for r in rows]
+    y = [r["exact"] for r in rows]
+    err = [[r["exact"] - r["lo"] for r in rows], [r["hi"] - r["exact"] for r in rows]]
+    ax.errorbar(x, y, yerr=err, marker="o", capsize=3)
+    for r in rows:
+        ax.annotate(f"s={r['scale']:g}", (r["diversity"], r["exact"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("diversity: mean pairwise pixel distance (one prompt)")
+    ax.set_ylabel("fidelity: oracle exact match")
+    ax.set_title("classifier-free guidance: fidelity vs diversity", fontsize=9)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return fig
+
+
+def cli_eval(kind: str, per_prompt: int = 4, plot=None) -> dict:
+    """`python -m minidalle eval ddpm|glide`: print the lesson's measurements."""
+    p = get_preset()
+    try:
+        model, _ = load_trained(kind)
+    except checkpoint.CheckpointError as e:
+        raise SystemExit(f"error: {e}")
+    torch.manual_seed(0)
+    out = {}
+    print(f"{kind} at preset {p.name}, oracle-judged, 95% bootstrap intervals")
+    if kind == "glide":
+        _, _, v = judge_prompts(model, SINGLE_PROMPTS, per_prompt, 3.0, 50, "ddim", seed=1)
+        for key in ("exact", "colour", "shape"):
+            r, lo, hi = bootstrap([x[key] for x in v])
+            out[f"single {key}"] = (r, lo, hi, len(v))
+        pairs = pair_prompts(20)
+        _, caps, v = judge_prompts(model, pairs, per_prompt, 3.0, 50, "ddim", seed=1)
+        rel = [next(x[k] for k in x if k.startswith("relation")) for x in v]
+        for key, hits in (("pair colour attribution (both bindings)", [x["objects"] for x in v]),
+                          ("pair position (relation holds)", rel), ("pair exact", [x["exact"] for x in v])):
+            r, lo, hi = bootstrap(hits)
+            out[key] = (r, lo, hi, len(v))
+        print(f"'a COLOUR SHAPE' (40 prompts × {per_prompt}) and 20 two-object prompts × {per_prompt}; DDIM 50, s = 3")
+        for k, (r, lo, hi, n) in out.items():
+            print(f"  {k:42s} {r:.3f}  [{lo:.3f}, {hi:.3f}]  n={n}")
+    if kind == "ddpm":       # GLIDE's guided DDPM-1000 costs 2000 forward passes a sample: too slow for a CPU
+        table = sampler_table(kind, model, per_prompt=1)
+        print(f"sampler comparison (one clean object; {table[0]['n']} samples each)")
+        print(f"  {'sampler':10s} {'rate':>6s} {'95% interval':>16s} {'wall s':>8s}")
+        for r in table:
+            print(f"  {r['sampler']:10s} {r['rate']:6.3f} [{r['lo']:.3f}, {r['hi']:.3f}] {r['wall_s']:8.1f}")
+        out["samplers"] = table
+    if kind == "glide":
+        sweep = guidance_sweep(model, per_prompt=2)
+        print(f"guidance sweep (DDIM 50, 40 prompts × 2)")
+        print(f"  {'scale':>5s} {'exact':>6s} {'95% interval':>16s} {'diversity':>9s}")
+        for r in sweep:
+            print(f"  {r['scale']:5g} {r['exact']:6.3f} [{r['lo']:.3f}, {r['hi']:.3f}] {r['diversity']:9.3f}")
+        out["sweep"] = sweep
+        if plot:
+            plot_sweep(sweep, plot)
+            print(f"wrote {plot}")
+    return out

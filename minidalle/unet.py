@@ -57,7 +57,7 @@ class UNetConfig:
 
 PRESETS = {
     "ci": UNetConfig(channels=16, mults=(1, 2), attn_res=(8,), groups=4),
-    "cpu": UNetConfig(),
+    "cpu": UNetConfig(channels=16, mults=(1, 2, 3), head_dim=16),
     "gpu": UNetConfig(res=32, channels=64, mults=(1, 2, 2, 2), blocks=2, attn_res=(16, 8)),
 }
 

@@ -1,0 +1,77 @@
+"""minidalle.glide: the GLIDE tokenizer and text encoder, prompt errors, the models, training, resuming, the CLI."""
+import pytest
+import torch
+
+from minidalle import checkpoint
+from minidalle.captions import MAX_CAPTION_WORDS
+from minidalle.glide import (DDPM, EOT, GLIDE, PAD, TextEncoder, bootstrap, check_prompt, ddpm_config, generate,
+                             glide_config, pixel_diversity, sample_ddpm_model, tokenize, train)
+
+
+def test_tokenize_pads_and_masks():
+    tok, mask = tokenize(["a red circle", "a blue square left of a red circle", ""])
+    assert tok.shape == mask.shape and tok.shape[0] == 3
+    assert tok[0, 3] == EOT and (tok[0, 4:] == PAD).all() and mask[0].sum() == 4
+    assert tok[2, 0] == EOT and mask[2].sum() == 1                   # the empty caption: only <eot>
+    assert not torch.equal(tok[0, :3], tokenize("a red square")[0][0, :3])
+
+
+@pytest.mark.parametrize("prompt,match", [("", "empty"), ("   ", "empty"), ("a red banana", "unknown word"),
+                                          (" ".join(["a red circle"] * 12), "too long")])
+def test_bad_prompts_are_refused_clearly(prompt, match):
+    assert len(" ".join(["a red circle"] * 12).split()) > MAX_CAPTION_WORDS
+    with pytest.raises(ValueError, match=match):
+        check_prompt(prompt)
+    model = GLIDE(glide_config("ci"))
+    with pytest.raises(ValueError, match=match):
+        generate(model, [prompt], steps=2)
+
+
+def test_text_encoder_shapes_and_padding():
+    enc = TextEncoder(32, 1, 4).eval()
+    tok, mask = tokenize(["a red circle", "two blue squares and a white cross"])
+    feats, pooled = enc(tok, mask)
+    assert feats.shape == (2, tok.shape[1], 32) and pooled.shape == (2, 32)
+    alone, pooled_alone = enc(*tokenize(["a red circle"]))
+    assert torch.allclose(pooled[0], pooled_alone[0], atol=1e-5)       # padding does not change the result
+
+
+def test_models_and_samplers_shapes():
+    g = GLIDE(glide_config("ci")).eval()
+    x = generate(g, ["a red circle", "a green cross above a blue square"], guidance=3.0, steps=3)
+    assert x.shape == (2, 3, 16, 16) and 0 <= x.min() and x.max() <= 1
+    d = DDPM(ddpm_config("ci")).eval()
+    y = sample_ddpm_model(d, 3, steps=3)
+    assert y.shape == (3, 3, 16, 16) and 0 <= y.min() and y.max() <= 1
+
+
+def test_glide_training_saves_and_resumes(tmp_path):
+    cfg = glide_config("ci")
+    cfg.train.steps, cfg.train.save_every, cfg.train.n_train = 4, 2, 64
+    model = GLIDE(cfg)
+    info = train(model, cfg, tmp_path / "g", show_progress=False)
+    assert info["steps"] == 4 and len(info["losses"]) >= 2
+    state, _, _ = checkpoint.load(tmp_path / "g", cfg)
+    assert int(state["step"]) == 4 and "optimizer" in state
+    cfg2 = glide_config("ci")
+    cfg2.train.steps, cfg2.train.save_every, cfg2.train.n_train = 4, 2, 64
+    with pytest.raises(checkpoint.CheckpointError):                     # a checkpoint of another config
+        checkpoint.load(tmp_path / "g", glide_config("ci"))
+    again = train(GLIDE(cfg2), cfg2, tmp_path / "g", resume=True, show_progress=False)
+    assert again["losses"] == info["losses"]                            # nothing left to do
+
+
+def test_bootstrap_and_diversity():
+    r, lo, hi = bootstrap([1] * 90 + [0] * 10)
+    assert r == pytest.approx(0.9) and lo < 0.9 < hi and hi - lo < 0.2
+    same = torch.zeros(8, 3, 4, 4)
+    assert pixel_diversity(same, 4) == 0
+    assert pixel_diversity(torch.rand(8, 3, 4, 4), 4) > 0
+
+
+def test_cli_lists_the_targets(capsys):
+    from minidalle.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "ddpm" in capsys.readouterr().out
