@@ -248,7 +248,7 @@ def _depth_order(k: list[int], shape, size, xy, M, res) -> list[int]:
             va, vb = (both & M[k[a]]).sum(), (both & M[k[b]]).sum()
             if va + vb > 0:
                 above[a, b], above[b, a] = va > vb, vb > va
-    # back to front: repeatedly take an object nothing left is under... i.e. that is over nothing left
+    # back to front: repeatedly take an object that is over none of those still left
     order, left = [], list(range(n))
     while left:
         nxt = next((a for a in left if not any(above[a, b] for b in left if b != a)), left[0])
