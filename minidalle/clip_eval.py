@@ -27,21 +27,13 @@ from __future__ import annotations
 import torch
 
 from .captions import PHRASES, PREFERENCE, Desc
+from .oracle import bootstrap
 from .world import COLOUR_NAMES, INVERSE, SHAPES, SceneSpec
 
 SEEDS = {"zero_shot": 1001, "retrieval": 1002, "probes": 1003}     # data seeds never used for training
 PROMPTS = [(c, s, Desc(s, c).phrase()) for c in COLOUR_NAMES for s in SHAPES]   # 40 × (colour, shape, "a red circle")
 ASYMMETRIC = [r for r in PREFERENCE if INVERSE[r] != r]             # relations whose reversal is false, most specific first
 ARO_ANCHOR = 0.6                                                     # ARO's CLIP on VG-Relation/Attribution
-
-
-def bootstrap(hits: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Rate of `hits` (n,) with a 95% percentile bootstrap interval: {value, lo, hi, n}."""
-    hits = hits.float().flatten()
-    g = torch.Generator().manual_seed(seed)
-    means = hits[torch.randint(0, len(hits), (n_boot, len(hits)), generator=g)].mean(1)   # (n_boot,)
-    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975])).tolist()
-    return {"value": hits.mean().item(), "lo": lo, "hi": hi, "n": len(hits)}
 
 
 @torch.no_grad()

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from . import checkpoint
 from .captions import MAX_CAPTION_WORDS, VOCABULARY, parse
 from .diffusion import Diffusion, DiffusionConfig, classifier_free_guidance
+from .oracle import bootstrap
 from .presets import get_preset
 from .runtime import device, progress, seed_everything
 from .unet import UNet, UNetConfig, unet_config
@@ -337,13 +338,10 @@ def pair_prompts(n: int = 20, seed: int = 0) -> list[str]:
     return out
 
 
-def bootstrap(hits, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Rate and 95% percentile-bootstrap interval (Efron 1979) of a list of 0/1 outcomes."""
-    x = torch.as_tensor(hits, dtype=torch.float64)
-    g = torch.Generator().manual_seed(seed)
-    means = x[torch.randint(0, len(x), (reps, len(x)), generator=g)].mean(1)
-    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return float(x.mean()), lo, hi
+def _rate(hits) -> tuple[float, float, float]:
+    """(rate, lo, hi) of 0/1 outcomes, from the course's one bootstrap helper."""
+    b = bootstrap(hits)
+    return b["value"], b["lo"], b["hi"]
 
 
 def judge_prompts(model: GLIDE, prompts: list[str], per_prompt: int = 4, guidance: float = 3.0,
@@ -421,10 +419,10 @@ def quick_eval(kind: str, model) -> dict:
     torch.manual_seed(0)
     if kind == "ddpm":
         ok = one_clean_object(sample_ddpm_model(model, 128, steps=50, method="ddim", seed=1))
-        r, lo, hi = bootstrap(ok)
+        r, lo, hi = _rate(ok)
         return {"one_clean_object_ddim50": round(r, 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(ok)}
     _, _, v = judge_prompts(model, SINGLE_PROMPTS, per_prompt=4, guidance=3.0, steps=50, seed=1)
-    r, lo, hi = bootstrap([x["exact"] for x in v])
+    r, lo, hi = _rate([x["exact"] for x in v])
     return {"single_object_exact_ddim50_s3": round(r, 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(v)}
 
 
@@ -441,7 +439,7 @@ def sampler_table(kind: str, model, per_prompt: int = 2, guidance: float = 3.0, 
             _, _, v = judge_prompts(model, SINGLE_PROMPTS, per_prompt, guidance, steps, method, seed)
             hits = [x["exact"] for x in v]
         wall = time.perf_counter() - t0
-        r, lo, hi = bootstrap(hits)
+        r, lo, hi = _rate(hits)
         rows.append({"sampler": f"{method.upper()} {steps}", "rate": r, "lo": lo, "hi": hi, "n": len(hits),
                      "wall_s": wall})
     return rows
@@ -453,7 +451,7 @@ def guidance_sweep(model, scales=(0, 1, 2, 3, 5, 8), per_prompt: int = 4, steps:
     rows = []
     for s in scales:
         imgs, _, v = judge_prompts(model, prompts or SINGLE_PROMPTS, per_prompt, float(s), steps, "ddim", seed)
-        r, lo, hi = bootstrap([x["exact"] for x in v])
+        r, lo, hi = _rate([x["exact"] for x in v])
         rows.append({"scale": s, "exact": r, "lo": lo, "hi": hi, "n": len(v),
                      "diversity": pixel_diversity(imgs, per_prompt)})
     return rows
@@ -493,14 +491,14 @@ def cli_eval(kind: str, per_prompt: int = 4, plot=None) -> dict:
     if kind == "glide":
         _, _, v = judge_prompts(model, SINGLE_PROMPTS, per_prompt, 3.0, 50, "ddim", seed=1)
         for key in ("exact", "colour", "shape"):
-            r, lo, hi = bootstrap([x[key] for x in v])
+            r, lo, hi = _rate([x[key] for x in v])
             out[f"single {key}"] = (r, lo, hi, len(v))
         pairs = pair_prompts(20)
         _, caps, v = judge_prompts(model, pairs, per_prompt, 3.0, 50, "ddim", seed=1)
         rel = [next(x[k] for k in x if k.startswith("relation")) for x in v]
         for key, hits in (("pair colour attribution (both bindings)", [x["objects"] for x in v]),
                           ("pair position (relation holds)", rel), ("pair exact", [x["exact"] for x in v])):
-            r, lo, hi = bootstrap(hits)
+            r, lo, hi = _rate(hits)
             out[key] = (r, lo, hi, len(v))
         print(f"'a COLOUR SHAPE' (40 prompts × {per_prompt}) and 20 two-object prompts × {per_prompt}; DDIM 50, s = 3")
         for k, (r, lo, hi, n) in out.items():

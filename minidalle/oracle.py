@@ -314,6 +314,18 @@ def _holds(objs, i, rel, j) -> bool:
     return bool(relation_margins(pa, pb, torch.tensor(a.z > b.z))[rel] > 0)
 
 
+def bootstrap(hits, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Rate of 0/1 outcomes `hits` (n,) with a 95% percentile bootstrap interval (COURSE.md §6).
+
+    Returns {value, lo, hi, n}; every probe of the course reports its rate this way.
+    """
+    hits = torch.as_tensor(hits).float().flatten()
+    g = torch.Generator().manual_seed(seed)
+    means = hits[torch.randint(0, len(hits), (n_boot, len(hits)), generator=g)].mean(1)   # (n_boot,)
+    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975])).tolist()
+    return {"value": hits.mean().item(), "lo": lo, "hi": hi, "n": len(hits)}
+
+
 def judge(images, captions) -> list[dict[str, bool]]:
     """Read each image and check its caption: the one call the evaluation lessons use."""
     readings = read(images)

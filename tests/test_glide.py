@@ -4,7 +4,7 @@ import torch
 
 from minidalle import checkpoint
 from minidalle.captions import MAX_CAPTION_WORDS
-from minidalle.glide import (DDPM, EOT, GLIDE, PAD, TextEncoder, bootstrap, check_prompt, ddpm_config, generate,
+from minidalle.glide import (DDPM, EOT, GLIDE, PAD, TextEncoder, _rate, check_prompt, ddpm_config, generate,
                              glide_config, pixel_diversity, sample_ddpm_model, tokenize, train)
 
 
@@ -62,7 +62,7 @@ def test_glide_training_saves_and_resumes(tmp_path):
 
 
 def test_bootstrap_and_diversity():
-    r, lo, hi = bootstrap([1] * 90 + [0] * 10)
+    r, lo, hi = _rate([1] * 90 + [0] * 10)
     assert r == pytest.approx(0.9) and lo < 0.9 < hi and hi - lo < 0.2
     same = torch.zeros(8, 3, 4, 4)
     assert pixel_diversity(same, 4) == 0
