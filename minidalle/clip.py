@@ -19,11 +19,14 @@ The module layout mirrors open_clip's `CLIP`, so `from_open_clip` can load
 its weights (a tiny model in the tests, real pretrained weights from a local
 file in the lesson) and give the same embeddings.
 
-Training (`train`) and the checkpoint a preset ships are at the end; the
-evaluation is in `minidalle.clip_eval`.
+Training (`train`) and the checkpoint a preset ships are at the end. Half
+of each batch are "shape twins" of the other half (`shape_twins`): hard
+negatives without which a CLIP in the shapes world learns colour and little
+else. The evaluation is in `minidalle.clip_eval`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -35,6 +38,7 @@ import torch.nn.functional as F
 
 from .presets import get_preset
 from .tokenizer import Tokenizer
+from .world import SHAPES, SceneArrays
 
 _TOKENIZER = Tokenizer()                                   # sets the default vocabulary and context
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)      # open_clip's image normalisation for OpenAI weights
@@ -89,12 +93,12 @@ class TrainConfig:
     warmup: int = 30
     seed: int = 0                    # training scenes use data seed `seed`; evaluation never does
     checkpoint_every: int = 100
-    # How often a scene with 1, 2, 3, 4 objects is drawn into a batch, relative to its share of the data.
-    # In a batch of mixed scenes the colours alone tell most captions apart, so a CLIP learns colour
-    # and barely shape; single objects of one colour can only be told apart by shape and size. In a
-    # trial at the cpu preset (before sincos_2d), (3, 1, 1, 1) moved zero-shot shape accuracy only from
-    # 0.30 to 0.35 and cost retrieval (R@5 0.72 → 0.69), so the presets keep the data's own mix.
-    object_weights: tuple = (1.0, 1.0, 1.0, 1.0)
+    # Share of each batch that is "shape twins": copies of the batch's other scenes with one object's
+    # shape changed (`shape_twins`), captioned afresh. In a batch of random scenes the colours alone
+    # tell most captions apart, so a CLIP learns colour and barely shape (0.31 zero-shot shape accuracy
+    # at the cpu preset; drawing more single-object scenes only reached 0.35). A twin is a hard
+    # negative that only shape separates from its original, as NegCLIP's (Yuksekgonul et al. 2023).
+    twins: float = 0.5
 
 
 # Named presets, keyed by the course preset (COURSE.md §5).
@@ -259,7 +263,7 @@ class CLIP(nn.Module):
         self.visual = ImageEncoder(config)
         self.text = TextEncoder(config)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))      # §2.5: τ initialised to 0.07
-        self.apply(_init)
+        init_weights(self)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         x = self.visual(images)
@@ -281,11 +285,26 @@ class CLIP(nn.Module):
         return clip_loss(self.encode_image(images), self.encode_text(tokens), self.scale())
 
 
-def _init(m: nn.Module):
-    if isinstance(m, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(m.weight, std=0.02)
-        if getattr(m, "bias", None) is not None:
-            nn.init.zeros_(m.bias)
+def init_weights(model: "CLIP") -> None:
+    """open_clip's initialisation of the text tower (`CLIP.init_parameters`), used for both towers.
+
+    Standard deviations scale with the width: attn_std = W^-½ for q, k, v; proj_std =
+    W^-½ (2L)^-½ for the two projections back into the residual stream; fc_std = (2W)^-½
+    for the MLP's first layer; W^-½ for the output projection. A fixed 0.02 (GPT-2's
+    choice at W = 768) is far too small at W = 64: the class token then reads almost
+    nothing from the patches, every image starts with the same embedding (cosine
+    1.000), and contrastive training escapes that saddle for colour but not shape
+    (zero-shot shape 0.30 after 1,000 steps at the cpu preset).
+    """
+    nn.init.normal_(model.text.token_embedding.weight, std=0.02)
+    for tower in (model.visual, model.text):
+        width, layers = tower.projection.in_features, len(tower.blocks)
+        for b in tower.blocks:
+            for layer, std in ((b.attn.qkv, width ** -0.5), (b.attn.proj, (2 * width * layers) ** -0.5),
+                               (b.mlp[0], (2 * width) ** -0.5), (b.mlp[2], (2 * width * layers) ** -0.5)):
+                nn.init.normal_(layer.weight, std=std)
+                nn.init.zeros_(layer.bias)
+        nn.init.normal_(tower.projection.weight, std=width ** -0.5)
 
 
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -406,15 +425,42 @@ def state_name(preset: str | None = None) -> Path:
     return ROOT / "runs" / f"clip-{get_preset(preset).name}-state"
 
 
+def shape_twins(scenes: SceneArrays, seed: int = 0) -> SceneArrays:
+    """The same scenes with one object each (picked at random) given another shape.
+
+    Positions, sizes and colours are kept, so every relation still holds;
+    only the changed shape tells a twin from its original.
+    """
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.arange(len(scenes))
+    k = (torch.rand(len(scenes), generator=g) * scenes.n).long()                # the object to change (N,)
+    shift = torch.randint(1, len(SHAPES), (len(scenes),), generator=g)            # never the same shape
+    shape = scenes.shape.clone()
+    shape[rows, k] = (shape[rows, k] + shift) % len(SHAPES)
+    return dataclasses.replace(scenes, shape=shape)
+
+
 def training_data(model_config: CLIPConfig, train_config: TrainConfig):
-    """Training scenes (data seed train_config.seed): images uint8 (N, 3, S, S), tokens long (N, T),
-    and the weight (N,) with which each is drawn into a batch (`TrainConfig.object_weights`)."""
-    from .data import cached
+    """Training scenes (data seed train_config.seed) followed by their shape twins:
+    images uint8 (2N, 3, S, S) and tokens long (2N, T); row i + N is the twin of row i."""
+    import random
+
+    from .data import cached, label
 
     batch = cached(train_config.n_train, model_config.image_size, None, train_config.seed)
-    tokens = Tokenizer(model_config.context_length)(batch.captions)
-    weights = torch.tensor(train_config.object_weights, dtype=torch.float64)[batch.scenes.n - 1]
-    return batch.images, tokens, weights
+    twin_images, twin_captions = label(shape_twins(batch.scenes, train_config.seed), model_config.image_size,
+                                       random.Random(train_config.seed))
+    tokens = Tokenizer(model_config.context_length)(batch.captions + twin_captions)
+    return torch.cat([batch.images, twin_images]), tokens
+
+
+def batch_rows(step: int, n: int, tc: TrainConfig) -> torch.Tensor:
+    """Rows of `training_data` in batch `step` (the same after --resume): random scenes, then the
+    twins of the first `twins × batch_size` of them."""
+    g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
+    k = round(tc.batch_size * tc.twins)
+    idx = torch.randint(0, n, (tc.batch_size - k,), generator=g)                  # (B - k,)
+    return torch.cat([idx, idx[:k] + n])                                          # (B,)
 
 
 def _lr(step: int, tc: TrainConfig) -> float:
@@ -452,7 +498,7 @@ def train(model: CLIP, train_config: TrainConfig | None = None, resume: bool = F
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         step, losses, wall = int(saved["step"]), saved["losses"].tolist(), float(saved["wall"])
-    images, tokens, weights = training_data(model.config, tc)
+    images, tokens = training_data(model.config, tc)
     seed_everything(tc.seed)
     t0 = time.perf_counter() - wall
 
@@ -463,8 +509,7 @@ def train(model: CLIP, train_config: TrainConfig | None = None, resume: bool = F
 
     bar = progress(range(step, tc.steps), desc="training CLIP", initial=step, total=tc.steps)
     for step in bar:
-        g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)          # batch `step` is the same after --resume
-        idx = torch.multinomial(weights, tc.batch_size, replacement=True, generator=g)   # (B,)
+        idx = batch_rows(step, len(images) // 2, tc)                             # (B,)
         x = images[idx].to(dev).float() / 255                                    # (B, 3, S, S)
         for group in opt.param_groups:
             group["lr"] = _lr(step, tc)

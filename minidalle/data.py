@@ -53,13 +53,18 @@ def generate(n: int, res: int = 32, spec: SceneSpec | None = None, seed: int = 0
     for c in progress(chunks, desc="drawing scenes", disable=not show_progress):
         k = min(CHUNK, n - c)
         sa = sample_scenes(k, spec, seed=seed * 100_003 + c // CHUNK)
-        images.append((render(sa, res) * 255).round().to(torch.uint8))
-        rng = random.Random(f"{seed}-{c}")
-        held = sa.relations()
-        captions += [caption(sc, rng, size_prob, h) for sc, h in zip(sa.to_scenes(), held)]
+        pictures, texts = label(sa, res, random.Random(f"{seed}-{c}"), size_prob)
+        images.append(pictures)
+        captions += texts
         parts.append(sa)
     cat = {f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(SceneArrays)}
     return Batch(torch.cat(images), captions, SceneArrays(**cat))
+
+
+def label(sa: SceneArrays, res: int, rng: random.Random, size_prob: float = 0.5) -> tuple[torch.Tensor, list[str]]:
+    """Render and caption given scenes: uint8 images (N, 3, res, res) and N captions (paraphrases from `rng`)."""
+    images = (render(sa, res) * 255).round().to(torch.uint8)
+    return images, [caption(sc, rng, size_prob, h) for sc, h in zip(sa.to_scenes(), sa.relations())]
 
 
 def _key(n, res, spec, seed, size_prob) -> str:

@@ -244,8 +244,22 @@ def test_shipped_checkpoint_colour_and_probes(shipped):
         assert 0 <= r["lo"] <= r["value"] <= r["hi"] <= 1
 
 
-@pytest.mark.xfail(strict=True, reason="bars not met by the shipped cpu checkpoint: zero-shot shape ≈ 0.3, "
-                   "text→image R@5 ≈ 0.7 (see book/results.md); remove this marker once a checkpoint meets them")
-def test_shipped_checkpoint_shape_and_retrieval_bars(shipped):
-    assert shipped["shape"]["value"] >= 0.90, shipped["shape"]
+def test_shipped_checkpoint_retrieval_bar(shipped):
     assert shipped["R@5"]["value"] >= 0.80, shipped["R@5"]
+
+
+@pytest.mark.xfail(strict=True, reason="bar not met by the shipped cpu checkpoint: zero-shot shape ≈ 0.4 "
+                   "(see book/results.md); remove this marker once a checkpoint meets it")
+def test_shipped_checkpoint_shape_bar(shipped):
+    assert shipped["shape"]["value"] >= 0.90, shipped["shape"]
+
+
+def test_untrained_images_do_not_all_look_alike():
+    """With open_clip's width-scaled init the class token reads the patches from the start
+    (a fixed std of 0.02 gave every image the same embedding, cosine 1.000)."""
+    from minidalle.clip_eval import _scenes, embed_images
+
+    torch.manual_seed(0)
+    model = CLIP(preset_configs("cpu")[0]).eval()
+    e = embed_images(model, _scenes(16, 32, 1, 5).images)
+    assert (e @ e.T).min() < 0.99
