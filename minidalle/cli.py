@@ -204,10 +204,12 @@ def _diffusion_commands(sub):
     """`train ddpm|glide` and `eval ddpm|glide` (lessons 03 and 04; minidalle.glide does the work)."""
     for kind, lesson in (("ddpm", "03"), ("glide", "04")):
         t = _train_parser(sub).add_parser(kind, help=f"train lesson {lesson}'s {kind} into data/checkpoints/{kind}-PRESET")
-        t.add_argument("--resume", action="store_true", help="continue from the checkpoint's saved step")
+        t.add_argument("--resume", action="store_true", help="continue from the last periodic state (runs/)")
         t.set_defaults(func=lambda a, k=kind: __import__("minidalle.glide").glide.cli_train(k, a.resume))
         e = _eval_parser(sub).add_parser(kind, help=f"oracle accuracy of {kind} samples, DDIM vs DDPM"
                                          + (", guidance sweep" if kind == "glide" else ""))
         e.add_argument("--per-prompt", type=int, default=4, help="samples per prompt (default 4)")
         e.add_argument("--plot", default=None, help="PNG for the guidance sweep (glide)")
-        e.set_defaults(func=lambda a, k=kind: __import__("minidalle.glide").glide.cli_eval(k, a.per_prompt, a.plot))
+        e.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (glide; default 3)")
+        e.set_defaults(func=lambda a, k=kind: __import__("minidalle.glide").glide.cli_eval(k, a.per_prompt, a.plot,
+                                                                                          a.guidance))

@@ -95,7 +95,8 @@ class TrainConfig:
     n_train: int = 20_000           # scenes of each kind
     seed: int = 0
     log_every: int = 50
-    save_every: int = 500           # periodic checkpoint (model, optimizer, step) for --resume
+    save_every: int = 500           # periodic state (weights, EMA, optimizer, step) in runs/ for --resume
+    ema: float = 0.999              # decay of the weights' moving average, which is what gets sampled
 
 
 @dataclass
@@ -126,8 +127,8 @@ def ddpm_config(preset: str | None = None) -> DDPMConfig:
     p = get_preset(preset)
     unet = unet_config(p.name, attn_res=(4,)) if p.name == "cpu" else unet_config(p.name)
     unet = dataclasses.replace(unet, res=p.base_res)
-    steps, batch = {"ci": 10, "cpu": 1000, "gpu": 20_000}[p.name], {"ci": 16, "cpu": 32, "gpu": 128}[p.name]
-    diffusion = DiffusionConfig(schedule="cosine", timesteps=100 if p.name == "ci" else 1000)
+    steps, batch = {"ci": 10, "cpu": 3000, "gpu": 20_000}[p.name], {"ci": 16, "cpu": 64, "gpu": 128}[p.name]
+    diffusion = DiffusionConfig(schedule="cosine", prediction="v", timesteps=100 if p.name == "ci" else 1000)
     return DDPMConfig(unet=unet, diffusion=diffusion, train=TrainConfig(steps=steps, batch=batch, n_train=p.n_train,
                                                    warmup=min(100, steps // 5), log_every=max(1, steps // 50)))
 
@@ -138,8 +139,8 @@ def glide_config(preset: str | None = None) -> GLIDEConfig:
     width = {"ci": 32, "cpu": 48, "gpu": 128}[p.name]
     unet = unet_config(p.name, attn_res=(4,)) if p.name == "cpu" else unet_config(p.name)
     unet = dataclasses.replace(unet, res=p.base_res, cond_dim=width, context_dim=width)
-    steps, batch = {"ci": 10, "cpu": 1000, "gpu": 20_000}[p.name], {"ci": 16, "cpu": 32, "gpu": 128}[p.name]
-    diffusion = DiffusionConfig(schedule="cosine", timesteps=100 if p.name == "ci" else 1000)
+    steps, batch = {"ci": 10, "cpu": 3400, "gpu": 20_000}[p.name], {"ci": 16, "cpu": 64, "gpu": 128}[p.name]
+    diffusion = DiffusionConfig(schedule="cosine", prediction="v", timesteps=100 if p.name == "ci" else 1000)
     return GLIDEConfig(unet=unet, diffusion=diffusion, text_width=width, text_layers=1 if p.name == "ci" else 2,
                        train=TrainConfig(steps=steps, batch=batch, n_train=p.n_train,
                                          warmup=min(100, steps // 5), log_every=max(1, steps // 50)))
@@ -209,24 +210,49 @@ def training_data(n: int, res: int, two_objects: float = 0.0, seed: int = 0):
 
 # ------------------------------------------------------------------ training
 def _lr(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to zero: the decay stands in for an EMA on short runs."""
+    """Linear warm-up, then cosine decay to zero."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
 
 
-def train(model: nn.Module, config, name=None, resume: bool = False, show_progress: bool = True,
-          on_log=None) -> dict:
-    """Train a `DDPM` or `GLIDE` in place; save to checkpoint `name` (model, AdamW state, step).
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, step: int, decay: float) -> None:
+    """ema ← d·ema + (1 − d)·model, with d = min(decay, (1 + step) / (10 + step)) so early steps count.
 
-    With `resume`, continue from `name` (which must have been made with this config).
-    Returns info: losses (step, loss) pairs, wall time, steps. `on_log(step, model)` is
-    called at every log step (the notebooks use it to collect samples over training).
+    Diffusion models are sampled from an exponential moving average of their weights
+    (Ho et al. 2020 App. B, decay 0.9999; GLIDE and unCLIP too): single steps are noisy,
+    and samples from the raw weights are visibly worse.
     """
+    d = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - d)
+
+
+def state_path(name):
+    """Where training keeps its resumable state (raw + EMA weights, AdamW, step): runs/, git-ignored."""
+    from pathlib import Path
+
+    return checkpoint.ROOT / "runs" / f"{Path(name).name}-state"
+
+
+def train(model: nn.Module, config, name=None, resume: bool = False, show_progress: bool = True,
+          on_log=None, state=None) -> dict:
+    """Train a `DDPM` or `GLIDE`; `model` ends holding the EMA weights, which are saved to `name`.
+
+    Every `save_every` steps the full state (raw and EMA weights, AdamW state, step,
+    losses) goes to `state` (default `state_path(name)`, under runs/); with `resume`
+    training continues from it. Returns info: losses (step, loss) pairs, wall time,
+    steps. `on_log(step, ema_model)` is called at every log step (the notebooks use
+    it to collect samples over training).
+    """
+    import copy
+
     tc = config.train
     gen = seed_everything(tc.seed)
     dev = device()
     model.to(dev).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
     diffusion = Diffusion(config.diffusion)
     conditional = isinstance(model, GLIDE)
     images, captions = training_data(tc.n_train, config.unet.res, getattr(config, "two_objects", 0.0), tc.seed)
@@ -234,19 +260,29 @@ def train(model: nn.Module, config, name=None, resume: bool = False, show_progre
         tokens, mask = tokenize(captions, validate=False)                         # (N, L): drawn from the grammar
         null_tokens, null_mask = tokenize([""])                                    # (1, 1): the empty caption
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    state = state or (state_path(name) if name is not None else None)
     step, losses, wall = 0, [], 0.0
-    if resume and name is not None and not checkpoint._paths(name)[0].exists():
-        print(f"nothing to resume at {name}: starting from step 0")
-    elif resume and name is not None:
-        state, _, info = checkpoint.load(name, config)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, losses, wall = int(state["step"]), [tuple(x) for x in info.get("losses", [])], info.get("wall_time_s", 0.0)
-        gen.manual_seed(tc.seed + step)
+    if resume and (state is None or not checkpoint._paths(state)[0].exists()):
+        print(f"nothing to resume at {state}: starting from step 0")
+    elif resume:
+        saved, _, info = checkpoint.load(state, config)
+        model.load_state_dict(saved["model"])
+        ema.load_state_dict(saved["ema"])
+        opt.load_state_dict(saved["optimizer"])
+        step, losses, wall = int(saved["step"]), [tuple(x) for x in info.get("losses", [])], info.get("wall_time_s", 0.0)
     start = time.perf_counter()
+
+    def snapshot(done: int) -> dict:
+        so_far = {"losses": losses, "wall_time_s": round(wall + time.perf_counter() - start, 1), "steps": done}
+        if state is not None:
+            checkpoint.save(state, {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                                    "step": torch.tensor(done)}, config, so_far)
+        return so_far
+
     bar = progress(range(step, tc.steps), desc=f"training {type(model).__name__}", initial=step, total=tc.steps,
                    disable=not show_progress)
     for step in bar:
+        gen.manual_seed(tc.seed * 1_000_003 + step)                               # batch `step` is the same after --resume
         for g in opt.param_groups:
             g["lr"] = _lr(step, tc)
         idx = torch.randint(0, len(images), (tc.batch,), generator=gen)
@@ -263,21 +299,19 @@ def train(model: nn.Module, config, name=None, resume: bool = False, show_progre
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        ema_update(ema, model, step, tc.ema)
         if step % tc.log_every == 0 or step == tc.steps - 1:
             losses.append((step, round(loss.item(), 5)))
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if on_log is not None:
-                on_log(step, model)
-        if name is not None and (step + 1) % tc.save_every == 0 and step + 1 < tc.steps:
-            so_far = {"losses": losses, "wall_time_s": round(wall + time.perf_counter() - start, 1), "steps": step + 1}
-            checkpoint.save(name, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                   "step": torch.tensor(step + 1)}, config, so_far)
-    wall += time.perf_counter() - start
+                on_log(step, ema)
+        if (step + 1) % tc.save_every == 0 and step + 1 < tc.steps:
+            snapshot(step + 1)
+    info = snapshot(tc.steps)
+    model.load_state_dict(ema.state_dict())                                       # the model to sample from
     model.eval()
-    info = {"losses": losses, "wall_time_s": round(wall, 1), "steps": tc.steps}
     if name is not None:
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": torch.tensor(tc.steps)}
-        checkpoint.save(name, state, config, info)
+        checkpoint.save(name, {"model": model.state_dict()}, config, info)
     return info
 
 
@@ -478,8 +512,8 @@ def plot_sweep(rows: list[dict], path=None):
     return fig
 
 
-def cli_eval(kind: str, per_prompt: int = 4, plot=None) -> dict:
-    """`python -m minidalle eval ddpm|glide`: print the lesson's measurements."""
+def cli_eval(kind: str, per_prompt: int = 4, plot=None, guidance: float = 3.0) -> dict:
+    """`python -m minidalle eval ddpm|glide`: print the lesson's measurements (GLIDE's at guidance scale `guidance`)."""
     p = get_preset()
     try:
         model, _ = load_trained(kind)
@@ -489,27 +523,27 @@ def cli_eval(kind: str, per_prompt: int = 4, plot=None) -> dict:
     out = {}
     print(f"{kind} at preset {p.name}, oracle-judged, 95% bootstrap intervals")
     if kind == "glide":
-        _, _, v = judge_prompts(model, SINGLE_PROMPTS, per_prompt, 3.0, 50, "ddim", seed=1)
+        _, _, v = judge_prompts(model, SINGLE_PROMPTS, per_prompt, guidance, 50, "ddim", seed=1)
         for key in ("exact", "colour", "shape"):
             r, lo, hi = _rate([x[key] for x in v])
             out[f"single {key}"] = (r, lo, hi, len(v))
         pairs = pair_prompts(20)
-        _, caps, v = judge_prompts(model, pairs, per_prompt, 3.0, 50, "ddim", seed=1)
+        _, caps, v = judge_prompts(model, pairs, per_prompt, guidance, 50, "ddim", seed=1)
         rel = [next(x[k] for k in x if k.startswith("relation")) for x in v]
         for key, hits in (("pair colour attribution (both bindings)", [x["objects"] for x in v]),
                           ("pair position (relation holds)", rel), ("pair exact", [x["exact"] for x in v])):
             r, lo, hi = _rate(hits)
             out[key] = (r, lo, hi, len(v))
-        print(f"'a COLOUR SHAPE' (40 prompts × {per_prompt}) and 20 two-object prompts × {per_prompt}; DDIM 50, s = 3")
+        print(f"'a COLOUR SHAPE' (40 prompts × {per_prompt}) and 20 two-object prompts × {per_prompt}; DDIM 50, s = {guidance:g}")
         for k, (r, lo, hi, n) in out.items():
             print(f"  {k:42s} {r:.3f}  [{lo:.3f}, {hi:.3f}]  n={n}")
-    if kind == "ddpm":       # GLIDE's guided DDPM-1000 costs 2000 forward passes a sample: too slow for a CPU
-        table = sampler_table(kind, model, per_prompt=1)
-        print(f"sampler comparison (one clean object; {table[0]['n']} samples each)")
-        print(f"  {'sampler':10s} {'rate':>6s} {'95% interval':>16s} {'wall s':>8s}")
-        for r in table:
-            print(f"  {r['sampler']:10s} {r['rate']:6.3f} [{r['lo']:.3f}, {r['hi']:.3f}] {r['wall_s']:8.1f}")
-        out["samplers"] = table
+    table = sampler_table(kind, model, per_prompt=1, guidance=guidance)   # one sample per prompt: DDPM-1000 is slow
+    what = "one clean object" if kind == "ddpm" else f"exact match, 40 prompts, s = {guidance:g}"
+    print(f"sampler comparison ({what}; {table[0]['n']} samples each)")
+    print(f"  {'sampler':10s} {'rate':>6s} {'95% interval':>16s} {'wall s':>8s}")
+    for r in table:
+        print(f"  {r['sampler']:10s} {r['rate']:6.3f} [{r['lo']:.3f}, {r['hi']:.3f}] {r['wall_s']:8.1f}")
+    out["samplers"] = table
     if kind == "glide":
         sweep = guidance_sweep(model, per_prompt=2)
         print(f"guidance sweep (DDIM 50, 40 prompts × 2)")

@@ -49,16 +49,43 @@ def test_glide_training_saves_and_resumes(tmp_path):
     cfg = glide_config("ci")
     cfg.train.steps, cfg.train.save_every, cfg.train.n_train = 4, 2, 64
     model = GLIDE(cfg)
-    info = train(model, cfg, tmp_path / "g", show_progress=False)
+    info = train(model, cfg, tmp_path / "g", show_progress=False, state=tmp_path / "g-state")
     assert info["steps"] == 4 and len(info["losses"]) >= 2
-    state, _, _ = checkpoint.load(tmp_path / "g", cfg)
-    assert int(state["step"]) == 4 and "optimizer" in state
+    shipped, _, _ = checkpoint.load(tmp_path / "g", cfg)
+    assert set(shipped) == {"model"}                                   # the shipped file: EMA weights only
+    state, _, _ = checkpoint.load(tmp_path / "g-state", cfg)
+    assert int(state["step"]) == 4 and {"optimizer", "ema"} <= set(state)
+    for k, v in model.state_dict().items():                             # the model ends holding the EMA
+        assert torch.equal(v, state["ema"][k]) and torch.equal(v, shipped["model"][k])
+    assert any(not torch.equal(state["model"][k], state["ema"][k]) for k in state["ema"])
     cfg2 = glide_config("ci")
     cfg2.train.steps, cfg2.train.save_every, cfg2.train.n_train = 4, 2, 64
     with pytest.raises(checkpoint.CheckpointError):                     # a checkpoint of another config
         checkpoint.load(tmp_path / "g", glide_config("ci"))
-    again = train(GLIDE(cfg2), cfg2, tmp_path / "g", resume=True, show_progress=False)
+    again = train(GLIDE(cfg2), cfg2, tmp_path / "g", resume=True, show_progress=False, state=tmp_path / "g-state")
     assert again["losses"] == info["losses"]                            # nothing left to do
+
+
+def test_resume_continues_where_training_stopped(tmp_path):
+    """Four steps in one go equal a run stopped after step 2 (Ctrl-C) and resumed."""
+    cfg = ddpm_config("ci")
+    cfg.train.steps, cfg.train.save_every, cfg.train.n_train, cfg.train.log_every = 4, 2, 64, 1
+    torch.manual_seed(0)
+    whole = DDPM(cfg)
+    init = {k: v.clone() for k, v in whole.state_dict().items()}
+    train(whole, cfg, tmp_path / "a", show_progress=False, state=tmp_path / "a-state")
+
+    def stop(step, _):
+        if step == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(DDPM(cfg), cfg, tmp_path / "b", show_progress=False, on_log=stop, state=tmp_path / "b-state")
+    assert int(checkpoint.load(tmp_path / "b-state", cfg)[0]["step"]) == 2
+    rest = DDPM(cfg)
+    rest.load_state_dict(init)
+    train(rest, cfg, tmp_path / "b", resume=True, show_progress=False, state=tmp_path / "b-state")
+    for k, v in whole.state_dict().items():
+        assert torch.allclose(v, rest.state_dict()[k], atol=1e-6), k
 
 
 def test_bootstrap_and_diversity():
