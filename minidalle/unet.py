@@ -112,27 +112,28 @@ class Attention(nn.Module):
         super().__init__()
         self.heads = max(1, c // head_dim)
         self.norm = nn.GroupNorm(groups, c)
-        self.qkv = nn.Conv1d(c, 3 * c, 1)
+        self.qkv = nn.Linear(c, 3 * c)
         self.context_kv = nn.Linear(context_dim, 2 * c) if context_dim else None
-        self.proj = _zero(nn.Conv1d(c, c, 1))
+        self.proj = _zero(nn.Linear(c, c))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, C, H, W = x.shape
         nh = self.heads
-        q, k, v = self.qkv(self.norm(x).view(B, C, H * W)).chunk(3, dim=1)          # each (B, C, HW)
-        split = lambda z: z.reshape(B, nh, C // nh, -1).transpose(2, 3)             # → (B, nh, N, C/nh)
+        h = self.norm(x).view(B, C, H * W).transpose(1, 2)                          # (B, HW, C)
+        q, k, v = self.qkv(h).chunk(3, dim=2)                                       # each (B, HW, C)
+        split = lambda z: z.reshape(B, -1, nh, C // nh).transpose(1, 2)             # → (B, nh, N, C/nh)
         q, k, v = split(q), split(k), split(v)
         mask = None
         if self.context_kv is not None and context is not None:
-            ck, cv = self.context_kv(context).transpose(1, 2).chunk(2, dim=1)       # each (B, C, L)
+            ck, cv = self.context_kv(context).chunk(2, dim=2)                       # each (B, L, C)
             k, v = torch.cat([k, split(ck)], 2), torch.cat([v, split(cv)], 2)       # (B, nh, HW + L, C/nh)
             if context_mask is not None:                                            # True = attend
                 img = torch.ones(B, H * W, dtype=torch.bool, device=x.device)
                 mask = torch.cat([img, context_mask.bool()], 1)[:, None, None, :]   # (B, 1, 1, HW + L)
         h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)                 # (B, nh, HW, C/nh)
-        h = h.transpose(2, 3).reshape(B, C, H * W)
-        return x + self.proj(h).view(B, C, H, W)
+        h = self.proj(h.transpose(1, 2).reshape(B, H * W, C))                       # (B, HW, C)
+        return x + h.transpose(1, 2).reshape(B, C, H, W)
 
 
 class UNet(nn.Module):
