@@ -221,8 +221,8 @@ def ema_update(ema: nn.Module, model: nn.Module, step: int, decay: float) -> Non
     """ema ← d·ema + (1 − d)·model, with d = min(decay, (1 + step) / (10 + step)) so early steps count.
 
     Diffusion models are sampled from an exponential moving average of their weights
-    (Ho et al. 2020 App. B, decay 0.9999; GLIDE and unCLIP too): single steps are noisy,
-    and samples from the raw weights are visibly worse.
+    (Ho et al. 2020 App. B, decay 0.9999): the average smooths out the noise of single
+    optimiser steps.
     """
     d = min(decay, (1 + step) / (10 + step))
     for e, p in zip(ema.parameters(), model.parameters()):
