@@ -29,6 +29,7 @@ FORMAT = "minidalle-checkpoint/1"
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "data" / "checkpoints"
 MANIFEST = SHIPPED / "manifest.json"
+RUNS = ROOT / "runs"                                  # resumable training state, git-ignored
 
 
 class CheckpointError(RuntimeError):
@@ -68,6 +69,11 @@ def _paths(name) -> tuple[Path, Path]:
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
     return p.with_suffix(".safetensors"), p.with_suffix(".json")
+
+
+def state_path(name) -> Path:
+    """Where training keeps the resumable state behind checkpoint `name`: runs/{name}-state."""
+    return RUNS / f"{Path(name).name}-state"
 
 
 def sha256(path) -> str:

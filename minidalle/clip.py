@@ -423,9 +423,9 @@ def checkpoint_name(preset: str | None = None) -> Path:
 
 def state_name(preset: str | None = None) -> Path:
     """Where `train` keeps its resumable state (model + optimiser + step): runs/clip-{preset}-state."""
-    from .checkpoint import ROOT
+    from .checkpoint import state_path
 
-    return ROOT / "runs" / f"clip-{get_preset(preset).name}-state"
+    return state_path(checkpoint_name(preset))
 
 
 def shape_twins(scenes: SceneArrays, seed: int = 0) -> SceneArrays:

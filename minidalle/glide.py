@@ -229,19 +229,12 @@ def ema_update(ema: nn.Module, model: nn.Module, step: int, decay: float) -> Non
         e.lerp_(p, 1 - d)
 
 
-def state_path(name):
-    """Where training keeps its resumable state (raw + EMA weights, AdamW, step): runs/, git-ignored."""
-    from pathlib import Path
-
-    return checkpoint.ROOT / "runs" / f"{Path(name).name}-state"
-
-
 def train(model: nn.Module, config, name=None, resume: bool = False, show_progress: bool = True,
           on_log=None, state=None) -> dict:
     """Train a `DDPM` or `GLIDE`; `model` ends holding the EMA weights, which are saved to `name`.
 
     Every `save_every` steps the full state (raw and EMA weights, AdamW state, step,
-    losses) goes to `state` (default `state_path(name)`, under runs/); with `resume`
+    losses) goes to `state` (default `checkpoint.state_path(name)`, under runs/); with `resume`
     training continues from it. Returns info: losses (step, loss) pairs, wall time,
     steps. `on_log(step, ema_model)` is called at every log step (the notebooks use
     it to collect samples over training).
@@ -260,7 +253,7 @@ def train(model: nn.Module, config, name=None, resume: bool = False, show_progre
         tokens, mask = tokenize(captions, validate=False)                         # (N, L): drawn from the grammar
         null_tokens, null_mask = tokenize([""])                                    # (1, 1): the empty caption
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    state = state or (state_path(name) if name is not None else None)
+    state = state or (checkpoint.state_path(name) if name is not None else None)
     step, losses, wall = 0, [], 0.0
     if resume and (state is None or not checkpoint._paths(state)[0].exists()):
         print(f"nothing to resume at {state}: starting from step 0")

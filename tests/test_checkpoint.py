@@ -83,3 +83,11 @@ def test_manifest_records_command_and_hash(tmp_path):
     entry = record("m", path, "python -m minidalle train x", "cpu", 0, 12.34, {"acc": 0.9}, manifest)
     data = json.loads(manifest.read_text())
     assert data["m"] == entry and entry["file"] == "m.safetensors" and len(entry["sha256"]) == 64
+
+
+def test_training_state_lives_under_runs_next_to_its_checkpoint_name():
+    from minidalle import checkpoint
+    from minidalle.clip import state_name
+
+    assert checkpoint.state_path(checkpoint.SHIPPED / "glide-cpu") == checkpoint.ROOT / "runs" / "glide-cpu-state"
+    assert state_name("cpu") == checkpoint.ROOT / "runs" / "clip-cpu-state"
