@@ -71,6 +71,13 @@ def _paths(name) -> tuple[Path, Path]:
     return p.with_suffix(".safetensors"), p.with_suffix(".json")
 
 
+def shipped_name(kind: str, preset: str | None = None) -> Path:
+    """data/checkpoints/{kind}-{preset}: where a model trained at a preset lives (the -ci ones are git-ignored)."""
+    from .presets import get_preset
+
+    return SHIPPED / f"{kind}-{get_preset(preset).name}"
+
+
 def state_path(name) -> Path:
     """Where training keeps the resumable state behind checkpoint `name`: runs/{name}-state."""
     return RUNS / f"{Path(name).name}-state"
@@ -151,6 +158,12 @@ def load_into(module: torch.nn.Module, name, config=None, map_location="cpu") ->
         raise CheckpointError(f"{name}: weights do not fit this {type(module).__name__} — "
                               f"{' '.join(first)} — retrain, or build the model with the checkpoint's config") from e
     return info
+
+
+def command_line(preset: str, args: str) -> str:
+    """The shell command that made a checkpoint, as the manifest records it (with $OMP_NUM_THREADS if set)."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return (f"OMP_NUM_THREADS={threads} " if threads else "") + f"MINIDALLE_PRESET={preset} python -m minidalle {args}"
 
 
 def record(name: str, path, command: str, preset: str, seed: int, wall_time_s: float,

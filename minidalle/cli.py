@@ -162,9 +162,7 @@ def _clip_eval_print(model, n):
 
 
 def _train_clip(args):
-    import os
-
-    from .checkpoint import ROOT, record, save
+    from .checkpoint import ROOT, command_line, record, save
     from .clip import CLIP, checkpoint_name, preset_configs, train
     from .presets import get_preset
     from .runtime import seed_everything
@@ -180,8 +178,7 @@ def _train_clip(args):
           f"({path.stat().st_size / 1e6:.1f} MB)")
     results = _clip_eval_print(model, None)
     if p.name != "ci":            # ci checkpoints are git-ignored and never shipped
-        record(f"clip-{p.name}", path, (f"OMP_NUM_THREADS={threads} " if (threads := os.environ.get("OMP_NUM_THREADS")) else "")
-               + f"MINIDALLE_PRESET={p.name} python -m minidalle train clip", p.name,
+        record(f"clip-{p.name}", path, command_line(p.name, "train clip"), p.name,
                tc.seed, info["wall_time_s"], {k: {m: round(v, 4) if isinstance(v, float) else v for m, v in r.items()}
                                               for k, r in results.items()})
 

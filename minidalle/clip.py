@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .presets import get_preset
+from .runtime import step_generator, warmup_cosine
 from .tokenizer import Tokenizer
 from .world import SHAPES, SceneArrays
 
@@ -416,9 +417,9 @@ def _read_weights(path: Path) -> dict:
 # ------------------------------------------------------------------ training
 def checkpoint_name(preset: str | None = None) -> Path:
     """Where a preset's trained CLIP lives: data/checkpoints/clip-{preset} (.safetensors + .json)."""
-    from .checkpoint import SHIPPED
+    from .checkpoint import shipped_name
 
-    return SHIPPED / f"clip-{get_preset(preset).name}"
+    return shipped_name("clip", preset)
 
 
 def state_name(preset: str | None = None) -> Path:
@@ -460,17 +461,10 @@ def training_data(model_config: CLIPConfig, train_config: TrainConfig):
 def batch_rows(step: int, n: int, tc: TrainConfig) -> torch.Tensor:
     """Rows of `training_data` in batch `step` (the same after --resume): random scenes, then the
     twins of the first `twins × batch_size` of them."""
-    g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
+    g = step_generator(tc.seed, step)
     k = round(tc.batch_size * tc.twins)
     idx = torch.randint(0, n, (tc.batch_size - k,), generator=g)                  # (B - k,)
     return torch.cat([idx, idx[:k] + n])                                          # (B,)
-
-
-def _lr(step: int, tc: TrainConfig) -> float:
-    if step < tc.warmup:
-        return tc.lr * (step + 1) / tc.warmup
-    t = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
-    return tc.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def train(model: CLIP, train_config: TrainConfig | None = None, resume: bool = False,
@@ -515,7 +509,7 @@ def train(model: CLIP, train_config: TrainConfig | None = None, resume: bool = F
         idx = batch_rows(step, len(images) // 2, tc)                             # (B,)
         x = images[idx].to(dev).float() / 255                                    # (B, 3, S, S)
         for group in opt.param_groups:
-            group["lr"] = _lr(step, tc)
+            group["lr"] = warmup_cosine(step, tc.lr, tc.warmup, tc.steps)
         tok = tokens[idx]                                                        # (B, T)
         tok = tok[:, :int((tok == model.config.eot_id).int().argmax(1).max()) + 1]  # cut the padding after every <eot>
         loss = model.loss(x, tok.to(dev))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from .captions import MAX_CAPTION_WORDS, VOCABULARY, parse
 from .diffusion import Diffusion, DiffusionConfig, classifier_free_guidance
 from .oracle import bootstrap
 from .presets import get_preset
-from .runtime import device, progress, seed_everything
+from .runtime import device, progress, seed_everything, step_generator, warmup_cosine
 from .unet import UNet, UNetConfig, unet_config
 from .world import COLOUR_NAMES, SHAPES, SceneSpec
 
@@ -122,28 +121,30 @@ class GLIDEConfig:
     two_objects: float = 0.5        # share of two-object scenes in the training data (the rest: one object)
 
 
-def ddpm_config(preset: str | None = None) -> DDPMConfig:
-    """The named preset's DDPM config (ci: seconds; cpu: 16×16 in minutes; gpu: 32×32)."""
+def _preset_parts(preset: str | None, cpu_steps: int, **unet_changes):
+    """What lessons 03 and 04 share at a preset: (preset, U-Net config, diffusion process, training config)."""
     p = get_preset(preset)
     unet = unet_config(p.name, attn_res=(4,)) if p.name == "cpu" else unet_config(p.name)
-    unet = dataclasses.replace(unet, res=p.base_res)
-    steps, batch = {"ci": 10, "cpu": 3000, "gpu": 20_000}[p.name], {"ci": 16, "cpu": 64, "gpu": 128}[p.name]
+    unet = dataclasses.replace(unet, res=p.base_res, **unet_changes)
+    steps, batch = {"ci": 10, "cpu": cpu_steps, "gpu": 20_000}[p.name], {"ci": 16, "cpu": 64, "gpu": 128}[p.name]
     diffusion = DiffusionConfig(schedule="cosine", prediction="v", timesteps=100 if p.name == "ci" else 1000)
-    return DDPMConfig(unet=unet, diffusion=diffusion, train=TrainConfig(steps=steps, batch=batch, n_train=p.n_train,
-                                                   warmup=min(100, steps // 5), log_every=max(1, steps // 50)))
+    train = TrainConfig(steps=steps, batch=batch, n_train=p.n_train, warmup=min(100, steps // 5),
+                        log_every=max(1, steps // 50))
+    return p, unet, diffusion, train
+
+
+def ddpm_config(preset: str | None = None) -> DDPMConfig:
+    """The named preset's DDPM config (ci: seconds; cpu: 16×16 in minutes; gpu: 32×32)."""
+    _, unet, diffusion, train = _preset_parts(preset, cpu_steps=3000)
+    return DDPMConfig(unet=unet, diffusion=diffusion, train=train)
 
 
 def glide_config(preset: str | None = None) -> GLIDEConfig:
     """The named preset's GLIDE config: the DDPM's U-Net, plus vector and token conditioning."""
-    p = get_preset(preset)
-    width = {"ci": 32, "cpu": 48, "gpu": 128}[p.name]
-    unet = unet_config(p.name, attn_res=(4,)) if p.name == "cpu" else unet_config(p.name)
-    unet = dataclasses.replace(unet, res=p.base_res, cond_dim=width, context_dim=width)
-    steps, batch = {"ci": 10, "cpu": 3400, "gpu": 20_000}[p.name], {"ci": 16, "cpu": 64, "gpu": 128}[p.name]
-    diffusion = DiffusionConfig(schedule="cosine", prediction="v", timesteps=100 if p.name == "ci" else 1000)
+    width = {"ci": 32, "cpu": 48, "gpu": 128}[get_preset(preset).name]
+    p, unet, diffusion, train = _preset_parts(preset, cpu_steps=3400, cond_dim=width, context_dim=width)
     return GLIDEConfig(unet=unet, diffusion=diffusion, text_width=width, text_layers=1 if p.name == "ci" else 2,
-                       train=TrainConfig(steps=steps, batch=batch, n_train=p.n_train,
-                                         warmup=min(100, steps // 5), log_every=max(1, steps // 50)))
+                       train=train)
 
 
 # ------------------------------------------------------------------ models
@@ -209,13 +210,6 @@ def training_data(n: int, res: int, two_objects: float = 0.0, seed: int = 0):
 
 
 # ------------------------------------------------------------------ training
-def _lr(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
-
-
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, step: int, decay: float) -> None:
     """ema ← d·ema + (1 − d)·model, with d = min(decay, (1 + step) / (10 + step)) so early steps count.
@@ -242,7 +236,7 @@ def train(model: nn.Module, config, name=None, resume: bool = False, show_progre
     import copy
 
     tc = config.train
-    gen = seed_everything(tc.seed)
+    seed_everything(tc.seed)
     dev = device()
     model.to(dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -275,9 +269,9 @@ def train(model: nn.Module, config, name=None, resume: bool = False, show_progre
     bar = progress(range(step, tc.steps), desc=f"training {type(model).__name__}", initial=step, total=tc.steps,
                    disable=not show_progress)
     for step in bar:
-        gen.manual_seed(tc.seed * 1_000_003 + step)                               # batch `step` is the same after --resume
+        gen = step_generator(tc.seed, step)                                       # batch `step` is the same after --resume
         for g in opt.param_groups:
-            g["lr"] = _lr(step, tc)
+            g["lr"] = warmup_cosine(step, tc.lr, tc.warmup, tc.steps)
         idx = torch.randint(0, len(images), (tc.batch,), generator=gen)
         x0 = images[idx].to(dev)                                                  # (B, 3, R, R) in [−1, 1]
         cond = {}
@@ -405,7 +399,7 @@ KINDS = {"ddpm": (ddpm_config, DDPM), "glide": (glide_config, GLIDE)}
 
 def checkpoint_name(kind: str, preset: str | None = None):
     """data/checkpoints/{ddpm,glide}-PRESET (the -ci ones are git-ignored)."""
-    return checkpoint.SHIPPED / f"{kind}-{get_preset(preset).name}"
+    return checkpoint.shipped_name(kind, preset)
 
 
 def build(kind: str, preset: str | None = None):
@@ -435,7 +429,7 @@ def cli_train(kind: str, resume: bool = False) -> dict:
     quick = quick_eval(kind, model)
     print(quick)
     if p.name != "ci":
-        cmd = f"OMP_NUM_THREADS=1 MINIDALLE_PRESET={p.name} python -m minidalle train {kind}"
+        cmd = checkpoint.command_line(p.name, f"train {kind}")
         checkpoint.record(f"{kind}-{p.name}", name, cmd, p.name, config.train.seed, info["wall_time_s"],
                           {"final_loss": info["losses"][-1][1], **quick})
     return info

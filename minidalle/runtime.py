@@ -1,10 +1,11 @@
-"""The course's one device helper, one seed helper and one progress bar.
+"""The course's one device helper, one seed helper, one progress bar, and the training loops' shared schedule.
 
 COURSE.md §7: every module and notebook uses these, so that "which device?",
 "is it reproducible?" and "how long will it take?" have one answer each.
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 
@@ -35,6 +36,19 @@ def seed_everything(seed: int) -> torch.Generator:
     except ImportError:  # pragma: no cover
         pass
     return torch.Generator().manual_seed(seed)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator for training step `step`: batch `step` is drawn alike in one run and after --resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def warmup_cosine(step: int, lr: float, warmup: int, steps: int) -> float:
+    """Learning rate at `step`: linear warm-up over `warmup` steps, then cosine decay to zero at `steps`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def progress(iterable=None, **kwargs):

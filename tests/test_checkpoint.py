@@ -91,3 +91,12 @@ def test_training_state_lives_under_runs_next_to_its_checkpoint_name():
 
     assert checkpoint.state_path(checkpoint.SHIPPED / "glide-cpu") == checkpoint.ROOT / "runs" / "glide-cpu-state"
     assert state_name("cpu") == checkpoint.ROOT / "runs" / "clip-cpu-state"
+
+
+def test_manifest_command_line_names_the_thread_count_only_when_set(monkeypatch):
+    from minidalle.checkpoint import command_line
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert command_line("cpu", "train glide") == "OMP_NUM_THREADS=1 MINIDALLE_PRESET=cpu python -m minidalle train glide"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert command_line("gpu", "train clip") == "MINIDALLE_PRESET=gpu python -m minidalle train clip"

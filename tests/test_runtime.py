@@ -75,3 +75,13 @@ def test_cli_unknown_preset_is_one_clear_line():
     out = run("info", env={"MINIDALLE_PRESET": "huge"})
     assert out.returncode == 2 and out.stderr.strip().startswith("error: unknown preset 'huge'")
     assert "Traceback" not in out.stderr
+
+
+def test_warmup_cosine_and_step_generator():
+    from minidalle.runtime import step_generator, warmup_cosine
+
+    lrs = [warmup_cosine(s, 1e-3, 10, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)       # linear warm-up to the peak
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 1e-6      # then down to zero
+    assert torch.equal(torch.rand(3, generator=step_generator(0, 7)), torch.rand(3, generator=step_generator(0, 7)))
+    assert not torch.equal(torch.rand(3, generator=step_generator(0, 7)), torch.rand(3, generator=step_generator(0, 8)))
