@@ -110,6 +110,7 @@ def main(argv=None):
     ck.set_defaults(func=_check)
     _clip_commands(sub)
     _diffusion_commands(sub)
+    _dalle_commands(sub)
 
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -210,3 +211,21 @@ def _diffusion_commands(sub):
         e.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (glide; default 3)")
         e.set_defaults(func=lambda a, k=kind: __import__("minidalle.glide").glide.cli_eval(k, a.per_prompt, a.plot,
                                                                                           a.guidance))
+
+
+def _dalle_commands(sub):
+    """`train dvae|dalle` and `eval dvae|dalle` (lessons 08 and 09; minidalle.dalle_eval does the work)."""
+    helps = {"dvae": ("08", "the discrete VAE", "reconstruction error, codebook usage, oracle check of reconstructions"),
+             "dalle": ("09", "the DALL·E transformer (needs the dVAE)",
+                       "oracle accuracy of samples, CLIP re-ranking curve, image completion")}
+    for kind, (lesson, what, measures) in helps.items():
+        t = _train_parser(sub).add_parser(kind, help=f"train lesson {lesson}'s {what} into data/checkpoints/{kind}-PRESET")
+        t.add_argument("--resume", action="store_true", help="continue from the last periodic state (runs/)")
+        t.set_defaults(func=lambda a, k=kind: __import__("minidalle.dalle_eval").dalle_eval.cli_train(k, a.resume))
+        e = _eval_parser(sub).add_parser(kind, help=measures)
+        if kind == "dvae":
+            e.add_argument("--n", type=int, default=500, help="held-out scenes of each kind (default 500)")
+        else:
+            e.add_argument("--per-prompt", type=int, default=4, help="samples per prompt (default 4)")
+        e.set_defaults(func=lambda a, k=kind: __import__("minidalle.dalle_eval").dalle_eval.cli_eval(
+            k, n=getattr(a, "n", 500), per_prompt=getattr(a, "per_prompt", 4)))

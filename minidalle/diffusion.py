@@ -68,6 +68,7 @@ class DiffusionConfig:
     schedule: str = "linear"           # "linear" | "cosine"
     prediction: str = "eps"            # what the model predicts: "eps" | "x0" | "v"
     clip_x0: bool = True               # clamp the predicted x_0 to [-1, 1] while sampling (images)
+    min_snr: float = 0.0               # γ of Min-SNR-γ loss weighting (Hang et al. 2023); 0: the plain loss
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -115,12 +116,29 @@ class Diffusion:
         return a.sqrt() * noise - (1 - a).sqrt() * x0
 
     def loss(self, model, x0: torch.Tensor, generator: torch.Generator | None = None, **cond) -> torch.Tensor:
-        """The simplified objective (Ho et al. eq. 14): E_{t, ε} ‖target − model(x_t, t)‖², t ~ U{0..T−1}."""
+        """The simplified objective (Ho et al. eq. 14): E_{t, ε} ‖target − model(x_t, t)‖², t ~ U{0..T−1}.
+
+        With `min_snr` = γ each sample's error is weighted so that, measured on x_0, step t counts
+        min(SNR_t, γ) (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting"): the
+        nearly clean steps, which are easy and dominate the plain loss, stop crowding out the noisy ones.
+        The result is a weighted mean over the batch.
+        """
         B = x0.shape[0]
         t = torch.randint(0, self.T, (B,), generator=generator).to(x0.device)                   # (B,)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)        # like x0
         out = model(self.q_sample(x0, t, noise), t, **cond)
-        return F.mse_loss(out, self.target(x0, t, noise))
+        if not self.config.min_snr:
+            return F.mse_loss(out, self.target(x0, t, noise))
+        w = self.min_snr_weight(t)                                                               # (B,)
+        err = (out - self.target(x0, t, noise)).pow(2).flatten(1).mean(1)                       # (B,)
+        return (w * err).mean() / w.mean()
+
+    def min_snr_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """min(SNR, γ) expressed for the prediction target: ε-error = SNR·x0-error, v-error = (SNR + 1)·x0-error."""
+        a = self.alphas_cumprod.to(t.device)[t].float()
+        snr = a / (1 - a)                                                                        # (B,)
+        w = snr.clamp(max=self.config.min_snr)
+        return {"x0": w, "eps": w / snr, "v": w / (snr + 1)}[self.config.prediction]
 
     # ---------------------------------------------------------- reverse process
     def predict_x0_eps(self, out: torch.Tensor, x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:

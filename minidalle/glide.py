@@ -23,23 +23,22 @@ and the step, so a run can be resumed.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import re
 import time
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import checkpoint
 from .captions import MAX_CAPTION_WORDS, VOCABULARY, parse
 from .diffusion import Diffusion, DiffusionConfig, classifier_free_guidance
-from .oracle import bootstrap
+from .evaluation import SINGLE_PROMPTS, judge_samples, pixel_diversity, print_suite, prompt_suite, rate
 from .presets import get_preset
-from .runtime import device, progress, seed_everything, step_generator, warmup_cosine
+from .runtime import device
+from .trainer import TrainConfig, fit, ship
 from .unet import UNet, UNetConfig, unet_config
-from .world import COLOUR_NAMES, SHAPES, SceneSpec
+from .world import SceneSpec
 
 # ------------------------------------------------------------------ tokenizer
 PAD, EOT = 0, 1
@@ -85,20 +84,6 @@ def check_prompt(text: str) -> str:
 
 # ------------------------------------------------------------------ configs
 @dataclass
-class TrainConfig:
-    steps: int = 3000
-    batch: int = 64
-    lr: float = 2e-3
-    warmup: int = 100
-    weight_decay: float = 0.0
-    n_train: int = 20_000           # scenes of each kind
-    seed: int = 0
-    log_every: int = 50
-    save_every: int = 500           # periodic state (weights, EMA, optimizer, step) in runs/ for --resume
-    ema: float = 0.999              # decay of the weights' moving average, which is what gets sampled
-
-
-@dataclass
 class DDPMConfig:
     """Lesson 03's unconditional model: a U-Net and a diffusion process."""
 
@@ -127,7 +112,7 @@ def _preset_parts(preset: str | None, cpu_steps: int, **unet_changes):
     unet = unet_config(p.name, attn_res=(4,)) if p.name == "cpu" else unet_config(p.name)
     unet = dataclasses.replace(unet, res=p.base_res, **unet_changes)
     steps, batch = {"ci": 10, "cpu": cpu_steps, "gpu": 20_000}[p.name], {"ci": 16, "cpu": 64, "gpu": 128}[p.name]
-    diffusion = DiffusionConfig(schedule="cosine", prediction="v", timesteps=100 if p.name == "ci" else 1000)
+    diffusion = DiffusionConfig(schedule="cosine", prediction="v", timesteps=100 if p.name == "ci" else 1000, min_snr=5.0)
     train = TrainConfig(steps=steps, batch=batch, n_train=p.n_train, warmup=min(100, steps // 5),
                         log_every=max(1, steps // 50))
     return p, unet, diffusion, train
@@ -210,68 +195,27 @@ def training_data(n: int, res: int, two_objects: float = 0.0, seed: int = 0):
 
 
 # ------------------------------------------------------------------ training
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, step: int, decay: float) -> None:
-    """ema ← d·ema + (1 − d)·model, with d = min(decay, (1 + step) / (10 + step)) so early steps count.
-
-    Diffusion models are sampled from an exponential moving average of their weights
-    (Ho et al. 2020 App. B, decay 0.9999): the average smooths out the noise of single
-    optimiser steps.
-    """
-    d = min(decay, (1 + step) / (10 + step))
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - d)
-
-
 def train(model: nn.Module, config, name=None, resume: bool = False, show_progress: bool = True,
           on_log=None, state=None) -> dict:
-    """Train a `DDPM` or `GLIDE`; `model` ends holding the EMA weights, which are saved to `name`.
+    """Train a `DDPM` or `GLIDE` with `trainer.fit`; `model` ends holding the EMA weights, saved to `name`.
 
-    Every `save_every` steps the full state (raw and EMA weights, AdamW state, step,
-    losses) goes to `state` (default `checkpoint.state_path(name)`, under runs/); with `resume`
-    training continues from it. Returns info: losses (step, loss) pairs, wall time,
-    steps. `on_log(step, ema_model)` is called at every log step (the notebooks use
-    it to collect samples over training).
+    Each step draws a batch of scenes (GLIDE: with their captions, each dropped with
+    probability p_uncond for classifier-free guidance) and minimises the diffusion loss.
+    The full state goes to `state` (default `checkpoint.state_path(name)`, under runs/)
+    every `save_every` steps; with `resume` training continues from it. Returns info:
+    losses (step, loss) pairs, wall time, steps. `on_log(step, ema_model)` is called at
+    every log step (the notebooks use it to collect samples over training).
     """
-    import copy
-
     tc = config.train
-    seed_everything(tc.seed)
     dev = device()
-    model.to(dev).train()
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
     diffusion = Diffusion(config.diffusion)
     conditional = isinstance(model, GLIDE)
     images, captions = training_data(tc.n_train, config.unet.res, getattr(config, "two_objects", 0.0), tc.seed)
     if conditional:
         tokens, mask = tokenize(captions, validate=False)                         # (N, L): drawn from the grammar
         null_tokens, null_mask = tokenize([""])                                    # (1, 1): the empty caption
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    state = state or (checkpoint.state_path(name) if name is not None else None)
-    step, losses, wall = 0, [], 0.0
-    if resume and (state is None or not checkpoint._paths(state)[0].exists()):
-        print(f"nothing to resume at {state}: starting from step 0")
-    elif resume:
-        saved, _, info = checkpoint.load(state, config)
-        model.load_state_dict(saved["model"])
-        ema.load_state_dict(saved["ema"])
-        opt.load_state_dict(saved["optimizer"])
-        step, losses, wall = int(saved["step"]), [tuple(x) for x in info.get("losses", [])], info.get("wall_time_s", 0.0)
-    start = time.perf_counter()
 
-    def snapshot(done: int) -> dict:
-        so_far = {"losses": losses, "wall_time_s": round(wall + time.perf_counter() - start, 1), "steps": done}
-        if state is not None:
-            checkpoint.save(state, {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                                    "step": torch.tensor(done)}, config, so_far)
-        return so_far
-
-    bar = progress(range(step, tc.steps), desc=f"training {type(model).__name__}", initial=step, total=tc.steps,
-                   disable=not show_progress)
-    for step in bar:
-        gen = step_generator(tc.seed, step)                                       # batch `step` is the same after --resume
-        for g in opt.param_groups:
-            g["lr"] = warmup_cosine(step, tc.lr, tc.warmup, tc.steps)
+    def batch_loss(step, gen):
         idx = torch.randint(0, len(images), (tc.batch,), generator=gen)
         x0 = images[idx].to(dev)                                                  # (B, 3, R, R) in [−1, 1]
         cond = {}
@@ -281,25 +225,10 @@ def train(model: nn.Module, config, name=None, resume: bool = False, show_progre
             tok, msk = tok.masked_fill(drop[:, None], PAD), msk & ~drop[:, None]
             tok[drop, 0], msk[drop, 0] = null_tokens[0, 0], True                  # the empty caption is "<eot>"
             cond = {"tokens": tok.to(dev), "mask": msk.to(dev)}
-        loss = diffusion.loss(model, x0, generator=gen, **cond)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, model, step, tc.ema)
-        if step % tc.log_every == 0 or step == tc.steps - 1:
-            losses.append((step, round(loss.item(), 5)))
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if on_log is not None:
-                on_log(step, ema)
-        if (step + 1) % tc.save_every == 0 and step + 1 < tc.steps:
-            snapshot(step + 1)
-    info = snapshot(tc.steps)
-    model.load_state_dict(ema.state_dict())                                       # the model to sample from
-    model.eval()
-    if name is not None:
-        checkpoint.save(name, {"model": model.state_dict()}, config, info)
-    return info
+        return diffusion.loss(model, x0, generator=gen, **cond), {}
+
+    return fit(model, config, tc, batch_loss, name=name, state=state, resume=resume, show_progress=show_progress,
+               on_log=on_log)
 
 
 # ------------------------------------------------------------------ sampling
@@ -343,47 +272,11 @@ def generate(model: GLIDE, prompts: list[str] | str, guidance: float = 3.0, step
 
 
 # ------------------------------------------------------------------ evaluation
-SINGLE_PROMPTS = [f"a {c} {s}" for c in COLOUR_NAMES for s in SHAPES]                     # 40 prompts
-_RELS = ("left of", "right of", "above", "below")
-
-
-def pair_prompts(n: int = 20, seed: int = 0) -> list[str]:
-    """n two-object prompts "a C1 S1 REL a C2 S2" with two different colours and shapes."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    while len(out) < n:
-        c = torch.randperm(len(COLOUR_NAMES), generator=g)[:2].tolist()
-        s = torch.randperm(len(SHAPES), generator=g)[:2].tolist()
-        r = _RELS[int(torch.randint(len(_RELS), (1,), generator=g))]
-        out.append(f"a {COLOUR_NAMES[c[0]]} {SHAPES[s[0]]} {r} a {COLOUR_NAMES[c[1]]} {SHAPES[s[1]]}")
-    return out
-
-
-def _rate(hits) -> tuple[float, float, float]:
-    """(rate, lo, hi) of 0/1 outcomes, from the course's one bootstrap helper."""
-    b = bootstrap(hits)
-    return b["value"], b["lo"], b["hi"]
-
-
 def judge_prompts(model: GLIDE, prompts: list[str], per_prompt: int = 4, guidance: float = 3.0,
                   steps: int | None = 50, method: str = "ddim", seed: int = 0, batch: int = 160):
     """Sample per_prompt images for each prompt, judge them with the oracle. Returns (images, captions, verdicts)."""
-    from .oracle import judge
-
-    caps = [p for p in prompts for _ in range(per_prompt)]
-    imgs = []
-    for i in progress(range(0, len(caps), batch), desc="sampling", leave=False):
-        imgs.append(generate(model, caps[i:i + batch], guidance, steps, method, seed + i))
-    imgs = torch.cat(imgs)
-    return imgs, caps, judge(imgs, caps)
-
-
-def pixel_diversity(images: torch.Tensor, per_prompt: int) -> float:
-    """Mean pairwise L2 pixel distance among the samples of one prompt, averaged over prompts."""
-    x = images.flatten(1).view(-1, per_prompt, images[0].numel())                 # (P, k, D)
-    d = torch.cdist(x, x)                                                         # (P, k, k)
-    k = per_prompt
-    return float(d.sum() / (len(x) * k * (k - 1)))
+    return judge_samples(lambda caps, s: generate(model, caps, guidance, steps, method, s), prompts, per_prompt,
+                         seed, batch)
 
 
 def one_clean_object(images: torch.Tensor, min_fit: float = 0.8) -> list[bool]:
@@ -418,20 +311,10 @@ def load_trained(kind: str, preset: str | None = None):
 
 def cli_train(kind: str, resume: bool = False) -> dict:
     """`python -m minidalle train ddpm|glide`: train, save, run a quick evaluation, record the checkpoint."""
-    p = get_preset()
     model, config = build(kind)
     name = checkpoint_name(kind)
     info = train(model, config, name, resume=resume)
-    size = checkpoint._paths(name)[0].stat().st_size
-    print(f"{kind} at preset {p.name}: {info['steps']} steps, final loss {info['losses'][-1][1]:.4f}, "
-          f"training wall time {info['wall_time_s']:.0f} s; saved {name.relative_to(checkpoint.ROOT)}.safetensors "
-          f"({size / 1e6:.1f} MB)")
-    quick = quick_eval(kind, model)
-    print(quick)
-    if p.name != "ci":
-        cmd = checkpoint.command_line(p.name, f"train {kind}")
-        checkpoint.record(f"{kind}-{p.name}", name, cmd, p.name, config.train.seed, info["wall_time_s"],
-                          {"final_loss": info["losses"][-1][1], **quick})
+    ship(kind, name, config, info, quick_eval(kind, model))
     return info
 
 
@@ -440,10 +323,10 @@ def quick_eval(kind: str, model) -> dict:
     torch.manual_seed(0)
     if kind == "ddpm":
         ok = one_clean_object(sample_ddpm_model(model, 128, steps=50, method="ddim", seed=1))
-        r, lo, hi = _rate(ok)
+        r, lo, hi = rate(ok)
         return {"one_clean_object_ddim50": round(r, 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(ok)}
     _, _, v = judge_prompts(model, SINGLE_PROMPTS, per_prompt=4, guidance=3.0, steps=50, seed=1)
-    r, lo, hi = _rate([x["exact"] for x in v])
+    r, lo, hi = rate([x["exact"] for x in v])
     return {"single_object_exact_ddim50_s3": round(r, 4), "ci95": [round(lo, 4), round(hi, 4)], "n": len(v)}
 
 
@@ -460,7 +343,7 @@ def sampler_table(kind: str, model, per_prompt: int = 2, guidance: float = 3.0, 
             _, _, v = judge_prompts(model, SINGLE_PROMPTS, per_prompt, guidance, steps, method, seed)
             hits = [x["exact"] for x in v]
         wall = time.perf_counter() - t0
-        r, lo, hi = _rate(hits)
+        r, lo, hi = rate(hits)
         rows.append({"sampler": f"{method.upper()} {steps}", "rate": r, "lo": lo, "hi": hi, "n": len(hits),
                      "wall_s": wall})
     return rows
@@ -472,7 +355,7 @@ def guidance_sweep(model, scales=(0, 1, 2, 3, 5, 8), per_prompt: int = 4, steps:
     rows = []
     for s in scales:
         imgs, _, v = judge_prompts(model, prompts or SINGLE_PROMPTS, per_prompt, float(s), steps, "ddim", seed)
-        r, lo, hi = _rate([x["exact"] for x in v])
+        r, lo, hi = rate([x["exact"] for x in v])
         rows.append({"scale": s, "exact": r, "lo": lo, "hi": hi, "n": len(v),
                      "diversity": pixel_diversity(imgs, per_prompt)})
     return rows
@@ -510,20 +393,9 @@ def cli_eval(kind: str, per_prompt: int = 4, plot=None, guidance: float = 3.0) -
     out = {}
     print(f"{kind} at preset {p.name}, oracle-judged, 95% bootstrap intervals")
     if kind == "glide":
-        _, _, v = judge_prompts(model, SINGLE_PROMPTS, per_prompt, guidance, 50, "ddim", seed=1)
-        for key in ("exact", "colour", "shape"):
-            r, lo, hi = _rate([x[key] for x in v])
-            out[f"single {key}"] = (r, lo, hi, len(v))
-        pairs = pair_prompts(20)
-        _, caps, v = judge_prompts(model, pairs, per_prompt, guidance, 50, "ddim", seed=1)
-        rel = [next(x[k] for k in x if k.startswith("relation")) for x in v]
-        for key, hits in (("pair colour attribution (both bindings)", [x["objects"] for x in v]),
-                          ("pair position (relation holds)", rel), ("pair exact", [x["exact"] for x in v])):
-            r, lo, hi = _rate(hits)
-            out[key] = (r, lo, hi, len(v))
-        print(f"'a COLOUR SHAPE' (40 prompts × {per_prompt}) and 20 two-object prompts × {per_prompt}; DDIM 50, s = {guidance:g}")
-        for k, (r, lo, hi, n) in out.items():
-            print(f"  {k:42s} {r:.3f}  [{lo:.3f}, {hi:.3f}]  n={n}")
+        out = prompt_suite(lambda caps, s: generate(model, caps, guidance, 50, "ddim", s), per_prompt)
+        print_suite(out, f"'a COLOUR SHAPE' (40 prompts × {per_prompt}) and 20 two-object prompts × {per_prompt}; "
+                         f"DDIM 50, s = {guidance:g}")
     table = sampler_table(kind, model, per_prompt=1, guidance=guidance)   # one sample per prompt: DDPM-1000 is slow
     what = "one clean object" if kind == "ddpm" else f"exact match, 40 prompts, s = {guidance:g}"
     print(f"sampler comparison ({what}; {table[0]['n']} samples each)")
@@ -533,7 +405,7 @@ def cli_eval(kind: str, per_prompt: int = 4, plot=None, guidance: float = 3.0) -
     out["samplers"] = table
     if kind == "glide":
         sweep = guidance_sweep(model, per_prompt=2)
-        print(f"guidance sweep (DDIM 50, 40 prompts × 2)")
+        print("guidance sweep (DDIM 50, 40 prompts × 2)")
         print(f"  {'scale':>5s} {'exact':>6s} {'95% interval':>16s} {'diversity':>9s}")
         for r in sweep:
             print(f"  {r['scale']:5g} {r['exact']:6.3f} [{r['lo']:.3f}, {r['hi']:.3f}] {r['diversity']:9.3f}")

@@ -358,6 +358,18 @@ def _match(true: Scene, seen: Scene) -> list[int | None]:
     return out
 
 
+def same_scene(a: Scene, b: Scene) -> bool:
+    """Are two scene graphs the same: the same objects (shape, colour, size, matched by place)
+    and the same relations between them? Lesson 08 asks it of an image and its reconstruction."""
+    m = _match(a, b)
+    if len(a.objects) != len(b.objects) or None in m:
+        return False
+    if any(getattr(o, k) != getattr(b.objects[m[i]], k) for i, o in enumerate(a.objects)
+           for k in ("shape", "colour", "size")):
+        return False
+    return {(m[i], r, m[j]) for i, r, j in a.relations()} == set(b.relations())
+
+
 def validate(scenes, images) -> dict[str, float]:
     """Compare the oracle's readings of `images` with the true `scenes` they were rendered from.
 

@@ -4,7 +4,6 @@ open_clip models here are built from tiny configs with random weights; no
 pretrained weights are ever fetched.
 """
 import math
-import warnings
 
 import pytest
 import torch

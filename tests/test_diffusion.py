@@ -230,6 +230,30 @@ def test_loss_falls_on_a_tiny_problem(prediction):
     assert last < 0.8 * first, (first, last)
 
 
+def test_min_snr_weights_the_same_x0_error_alike_for_every_target():
+    """A model off by δ in x_0 is off by √SNR·δ in ε and √(SNR+1)·δ in v; Min-SNR-γ must weigh
+    all three as min(SNR, γ)·δ², and leave γ = 0 as the plain loss."""
+    t = torch.tensor([0, 100, 400, 700, 990])
+    weighted = {}
+    for p in ("x0", "eps", "v"):
+        d = Diffusion(DiffusionConfig(schedule="cosine", prediction=p, min_snr=5.0))
+        a = d.alphas_cumprod[t].float()
+        snr = a / (1 - a)
+        err = {"x0": torch.ones(5), "eps": snr, "v": snr + 1}[p]                # squared error for δ = 1
+        weighted[p] = d.min_snr_weight(t) * err
+    expected = torch.minimum(snr, torch.tensor(5.0))                           # the same schedule for all three
+    for p in ("x0", "eps", "v"):
+        assert torch.allclose(weighted[p], expected, rtol=1e-5), (p, weighted[p], expected)
+    assert expected[0] == 5.0 and expected[-1] < 0.01                          # clean steps capped, noisy ones small
+
+    x0 = torch.rand(4, 3, 8, 8) * 2 - 1
+    model = lambda x, t: torch.zeros_like(x)                                    # noqa: E731
+    plain = Diffusion(DiffusionConfig(prediction="v"))
+    weighted_loss = Diffusion(DiffusionConfig(prediction="v", min_snr=5.0))
+    g = lambda: torch.Generator().manual_seed(0)                                # noqa: E731
+    assert plain.loss(model, x0, g()) != weighted_loss.loss(model, x0, g())
+
+
 def test_classifier_free_guidance_combines_outputs():
     model = lambda x, t, c: x + c                                        # output shifts with the condition
     x, t = torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)

@@ -4,8 +4,9 @@ import torch
 
 from minidalle import checkpoint
 from minidalle.captions import MAX_CAPTION_WORDS
-from minidalle.glide import (DDPM, EOT, GLIDE, PAD, TextEncoder, _rate, check_prompt, ddpm_config, generate,
-                             glide_config, pixel_diversity, sample_ddpm_model, tokenize, train)
+from minidalle.evaluation import pixel_diversity, rate
+from minidalle.glide import (DDPM, EOT, GLIDE, PAD, TextEncoder, check_prompt, ddpm_config, generate, glide_config,
+                             sample_ddpm_model, tokenize, train)
 
 
 def test_tokenize_pads_and_masks():
@@ -89,7 +90,7 @@ def test_resume_continues_where_training_stopped(tmp_path):
 
 
 def test_bootstrap_and_diversity():
-    r, lo, hi = _rate([1] * 90 + [0] * 10)
+    r, lo, hi = rate([1] * 90 + [0] * 10)
     assert r == pytest.approx(0.9) and lo < 0.9 < hi and hi - lo < 0.2
     same = torch.zeros(8, 3, 4, 4)
     assert pixel_diversity(same, 4) == 0

@@ -1,0 +1,239 @@
+"""Lesson 08: DALL·E 1's discrete VAE — an image becomes a grid of tokens from a codebook.
+
+Ramesh et al. 2021, "Zero-Shot Text-to-Image Generation", §2.1 and App. A.
+The paper's dVAE compresses a 256×256 image into a 32×32 grid of tokens, each
+one of 8,192 codes; ours compresses a 32×32 shapes-world scene into an 8×8 grid
+of a few hundred codes (`notebooks/08_dvae.ipynb` explains every step).
+
+* The **encoder** (convolutions, two stride-2 steps) gives, at each grid cell,
+  logits over the K codes: (B, K, 8, 8).
+* Training cannot take an argmax (no gradient), so it uses the **Gumbel-softmax
+  relaxation** (Jang et al. 2017; Maddison et al. 2017): add Gumbel noise to the
+  logits, divide by a temperature τ, softmax. As τ → 0 the soft one-hot becomes
+  a hard one; the temperature is annealed from 1 towards 1/16 (`temperature`).
+* The **decoder** maps the (soft) one-hot through the codebook — a K × D
+  embedding, the decoder's first 1×1 convolution in the paper — and back up to
+  pixels (residual blocks and transposed convolutions; only the last layer
+  works at full resolution, which keeps a training step cheap).
+* The loss is an ELBO: reconstruction plus β·KL(q(z|x) ‖ uniform prior over the
+  K codes), with β ramped up from 0 (`kl_weight`). The KL term pushes the encoder
+  to spread its mass over many codes, which keeps the codebook in use. The
+  reconstruction term is a squared error, the log-likelihood of a Gaussian;
+  the paper uses a logit-Laplace likelihood (App. A.3), and `recon="l1"` gives
+  a plain Laplace one.
+* At inference the tokens are the **hard argmax** of the logits (`encode`).
+
+The paper anneals τ from 1 to 1/16 over the first 150,000 updates and raises
+β from 0 to 6.6 over the first 5,000 (App. A.2); we use cosine curves for both,
+compressed to our step counts. `python -m minidalle train dvae` trains it;
+`eval dvae` reports reconstruction error, codebook usage and the oracle check.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint
+from .presets import get_preset
+from .trainer import TrainConfig, fit
+from .world import SceneSpec
+
+
+@dataclass
+class DVAEConfig:
+    """Shape of the dVAE and its schedules. Defaults: the `cpu` preset."""
+
+    res: int = 32                   # image side
+    grid: int = 8                   # token grid side: res / grid = 4 = two stride-2 steps
+    codes: int = 512                # K, the codebook size (the paper: 8,192)
+    code_dim: int = 64              # D, width of a codebook vector
+    channels: int = 64              # width of the convolutions (at res/2 and at the grid)
+    tau_start: float = 1.0          # Gumbel-softmax temperature, annealed ...
+    tau_end: float = 1 / 16         # ... to this (the paper's values)
+    tau_steps: int = 2400           # over these steps (cosine), then held
+    kl_max: float = 1e-3            # β, reached ...
+    kl_steps: int = 600             # ... after these steps (cosine ramp from 0)
+    recon: str = "mse"              # reconstruction error: "mse" (Gaussian) or "l1" (Laplace)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.res != 4 * self.grid:
+            raise ValueError(f"the dVAE downsamples 4×: res must be 4·grid, got res {self.res}, grid {self.grid}")
+
+
+def dvae_config(preset: str | None = None) -> DVAEConfig:
+    """The named preset's dVAE (ci: seconds; cpu: 32×32 → 8×8 of 512 codes in minutes; gpu: 1,024 codes, longer)."""
+    p = get_preset(preset).name
+    steps = {"ci": 10, "cpu": 3000, "gpu": 10_000}[p]
+    train = TrainConfig(steps=steps, batch={"ci": 16, "cpu": 32, "gpu": 256}[p], lr=2e-3, warmup=min(100, steps // 5),
+                        n_train=get_preset(preset).n_train, log_every=max(1, steps // 50), ema=0.0)
+    shape = {"ci": dict(codes=64, code_dim=16, channels=16), "cpu": {}, "gpu": dict(codes=1024, channels=96)}[p]
+    return DVAEConfig(tau_steps=int(steps * 0.8), kl_steps=max(1, steps // 5), train=train, **shape)
+
+
+# ---------------------------------------------------------------- schedules
+def _cosine(step: int, start: float, end: float, steps: int) -> float:
+    t = min(1.0, step / max(1, steps))
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def temperature(step: int, config: DVAEConfig) -> float:
+    """τ at `step`: cosine from tau_start to tau_end over tau_steps, then held (App. A.2)."""
+    return _cosine(step, config.tau_start, config.tau_end, config.tau_steps)
+
+
+def kl_weight(step: int, config: DVAEConfig) -> float:
+    """β at `step`: cosine ramp from 0 to kl_max over kl_steps, then held (App. A.2)."""
+    return _cosine(step, 0.0, config.kl_max, config.kl_steps)
+
+
+# ---------------------------------------------------------------- model
+class ResBlock(nn.Module):
+    """x + conv(relu(conv(relu(x)))): the paper's blocks, without their gain scaling."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(), nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x):
+        return x + self.net(x)
+
+
+def gumbel_softmax(logits: torch.Tensor, tau: float, dim: int = 1, generator=None) -> torch.Tensor:
+    """softmax((logits + g) / τ) with g ~ Gumbel(0, 1): a differentiable, nearly one-hot sample."""
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).to(logits.device)
+    g = -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))                # Gumbel(0, 1) noise
+    return F.softmax((logits + g) / tau, dim=dim)
+
+
+class DVAE(nn.Module):
+    """32×32 image ↔ 8×8 grid of codes. images in [−1, 1], (B, 3, res, res)."""
+
+    def __init__(self, config: DVAEConfig):
+        super().__init__()
+        self.config = c = config
+        C = c.channels
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, C, 4, stride=2, padding=1), ResBlock(C),                  # (B, C, res/2, res/2)
+            nn.Conv2d(C, C, 4, stride=2, padding=1), ResBlock(C), ResBlock(C),     # (B, C, grid, grid)
+            nn.ReLU(), nn.Conv2d(C, c.codes, 1))                                   # logits (B, K, grid, grid)
+        self.codebook = nn.Parameter(torch.randn(c.codes, c.code_dim) / math.sqrt(c.code_dim))   # (K, D)
+        self.decoder = nn.Sequential(
+            nn.Conv2d(c.code_dim, C, 1), ResBlock(C), ResBlock(C),                 # (B, C, grid, grid)
+            nn.ConvTranspose2d(C, C, 4, stride=2, padding=1), ResBlock(C),         # (B, C, res/2, res/2)
+            nn.ReLU(), nn.ConvTranspose2d(C, 3, 4, stride=2, padding=1))           # (B, 3, res, res)
+
+    def _check(self, images: torch.Tensor) -> None:
+        r = self.config.res
+        if images.ndim != 4 or images.shape[1:] != (3, r, r) or not images.is_floating_point():
+            raise ValueError(f"the dVAE takes float images (B, 3, {r}, {r}) in [−1, 1]; got "
+                             f"{tuple(images.shape)} {images.dtype} (uint8 pictures: x.float() / 127.5 − 1)")
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, res, res) → (B, K, grid, grid)."""
+        self._check(images)
+        return self.encoder(images)
+
+    def decode_soft(self, z: torch.Tensor) -> torch.Tensor:
+        """(Soft) one-hots (B, K, grid, grid) → images (B, 3, res, res)."""
+        emb = torch.einsum("bkhw,kd->bdhw", z, self.codebook)                     # (B, D, grid, grid)
+        return self.decoder(emb)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Hard tokens: (B, 3, res, res) → long (B, grid, grid), the argmax of the logits."""
+        return self.logits(images).argmax(1)
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, grid, grid) → images (B, 3, res, res) in [−1, 1] (clamped)."""
+        if tokens.ndim != 3 or int(tokens.max()) >= self.config.codes or int(tokens.min()) < 0:
+            raise ValueError(f"tokens must be (B, {self.config.grid}, {self.config.grid}) ints in "
+                             f"0..{self.config.codes - 1}; got {tuple(tokens.shape)}")
+        z = F.one_hot(tokens, self.config.codes).permute(0, 3, 1, 2).float()      # (B, K, grid, grid)
+        return self.decode_soft(z).clamp(-1, 1)
+
+    def loss(self, images: torch.Tensor, tau: float, beta: float, generator=None) -> tuple[torch.Tensor, dict]:
+        """The relaxed ELBO: ‖x − dec(gumbel_softmax(enc(x), τ))‖² + β·KL(q ‖ uniform), per pixel value and per token."""
+        logits = self.logits(images)                                               # (B, K, g, g)
+        z = gumbel_softmax(logits, tau, generator=generator)
+        error = F.l1_loss if self.config.recon == "l1" else F.mse_loss
+        recon = error(self.decode_soft(z), images)
+        logq = F.log_softmax(logits, 1)
+        kl = (logq.exp() * (logq + math.log(self.config.codes))).sum(1).mean()     # per token, nats
+        return recon + beta * kl, {"recon": recon.item(), "kl": kl.item()}
+
+
+# ---------------------------------------------------------------- measures
+def usage(tokens: torch.Tensor, codes: int) -> dict:
+    """Codebook usage of a batch of tokens: perplexity exp(H) of the code histogram, and the share of codes used."""
+    counts = torch.bincount(tokens.flatten(), minlength=codes).float()
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return {"perplexity": entropy.exp().item(), "used": (counts > 0).float().mean().item()}
+
+
+def training_images(n: int, res: int, seed: int = 0) -> torch.Tensor:
+    """The dVAE's data: shapes-world scenes of 1–4 objects, float (N, 3, res, res) in [−1, 1]."""
+    from .data import cached
+
+    return cached(n, res, SceneSpec(), seed).images.float() / 127.5 - 1
+
+
+def train(model: DVAE, name=None, resume: bool = False, show_progress: bool = True, on_log=None) -> dict:
+    """Train the dVAE (lesson 08) with the annealed τ and ramped β; the trainer handles the rest."""
+    c, tc = model.config, model.config.train
+    images = training_images(tc.n_train, c.res, tc.seed)
+
+    def batch_loss(step, gen):
+        x = images[torch.randint(0, len(images), (tc.batch,), generator=gen)].to(model.codebook.device)
+        loss, logs = model.loss(x, temperature(step, c), kl_weight(step, c), generator=gen)
+        return loss, {**logs, "tau": temperature(step, c)}
+
+    return fit(model, c, tc, batch_loss, name=name, resume=resume, show_progress=show_progress, on_log=on_log,
+               desc="training dVAE")
+
+
+def checkpoint_name(preset: str | None = None):
+    return checkpoint.shipped_name("dvae", preset)
+
+
+def load_trained(preset: str | None = None) -> tuple[DVAE, dict]:
+    """The dVAE trained by `python -m minidalle train dvae` (CheckpointError if there is none)."""
+    from .runtime import device
+
+    config = dvae_config(preset)
+    model = DVAE(config)
+    info = checkpoint.load_into(model, checkpoint_name(preset), config)
+    return model.to(device()).eval(), info
+
+
+@torch.no_grad()
+def evaluate(model: DVAE, n: int, seed: int = 777) -> dict:
+    """Held-out reconstruction error, codebook usage, and the oracle check of lesson 08.
+
+    The oracle reads each original and its reconstruction (from hard tokens); a scene
+    passes when both readings are the same scene graph (`oracle.same_scene`).
+    Single- and two-object scenes are checked separately, n of each.
+    """
+    from .data import generate
+    from .oracle import bootstrap, read, same_scene
+
+    model.eval()
+    dev = model.codebook.device
+    out = {}
+    for k, probs in ((1, (1, 0, 0, 0)), (2, (0, 1, 0, 0)), ("1-4", SceneSpec().n_objects)):
+        x = generate(n, model.config.res, SceneSpec(n_objects=probs), seed=seed).images.float() / 127.5 - 1
+        tokens = torch.cat([model.encode(b.to(dev)) for b in x.split(256)])
+        recon = torch.cat([model.decode(t) for t in tokens.split(256)]).cpu()
+        row = {"mse": F.mse_loss(recon, x).item(), **usage(tokens, model.config.codes)}
+        if k != "1-4":
+            same = [same_scene(a.scene, b.scene) for a, b in zip(read((x + 1) / 2), read((recon + 1) / 2))]
+            row["same_scene"] = bootstrap(same)
+        out[f"{k} object{'s' if k != 1 else ''}"] = row
+    return out
+

@@ -1,0 +1,76 @@
+"""The oracle's verdict on any text→image model: the prompts, the sampling loop, the rates (COURSE.md §6).
+
+GLIDE (lesson 04), DALL·E (lesson 09) and unCLIP (lessons 05–07) are judged
+alike: a model is just `sample(prompts, seed) -> images in [0, 1]`, the same
+prompts are asked of each, the oracle (`minidalle.oracle.judge`) checks every
+sample against its prompt, and every rate carries its 95% bootstrap interval.
+Lessons 10–11 extend the suite; this file holds what the model lessons share.
+"""
+from __future__ import annotations
+
+import torch
+
+from .captions import Desc
+from .oracle import bootstrap, judge
+from .runtime import progress
+from .world import COLOUR_NAMES, SHAPES
+
+SINGLE_PROMPTS = [Desc(s, c).phrase() for c in COLOUR_NAMES for s in SHAPES]     # 40: "a red circle", "an orange cross"
+RELATIONS = ("left of", "right of", "above", "below")
+
+
+def pair_prompts(n: int = 20, seed: int = 0) -> list[str]:
+    """n two-object prompts "a C1 S1 REL a C2 S2" (or "an …") with two different colours and shapes."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    while len(out) < n:
+        c = torch.randperm(len(COLOUR_NAMES), generator=g)[:2].tolist()
+        s = torch.randperm(len(SHAPES), generator=g)[:2].tolist()
+        r = RELATIONS[int(torch.randint(len(RELATIONS), (1,), generator=g))]
+        out.append(f"{Desc(SHAPES[s[0]], COLOUR_NAMES[c[0]]).phrase()} {r} {Desc(SHAPES[s[1]], COLOUR_NAMES[c[1]]).phrase()}")
+    return out
+
+
+def rate(hits) -> tuple[float, float, float]:
+    """(rate, lo, hi) of 0/1 outcomes, from the course's one bootstrap helper."""
+    b = bootstrap(hits)
+    return b["value"], b["lo"], b["hi"]
+
+
+def judge_samples(sample, prompts: list[str], per_prompt: int = 4, seed: int = 0, batch: int = 160):
+    """Ask `sample(captions, seed)` for per_prompt images of each prompt, in batches; judge them.
+
+    Returns (images (N, 3, R, R) in [0, 1], captions, verdicts), the samples of one prompt adjacent.
+    """
+    caps = [p for p in prompts for _ in range(per_prompt)]
+    imgs = torch.cat([sample(caps[i:i + batch], seed + i)
+                      for i in progress(range(0, len(caps), batch), desc="sampling", leave=False)])
+    return imgs, caps, judge(imgs, caps)
+
+
+def prompt_suite(sample, per_prompt: int = 4, seed: int = 1) -> dict[str, tuple]:
+    """Single objects (40 prompts) and two objects (20 prompts): {what: (rate, lo, hi, n)}."""
+    out = {}
+    _, _, v = judge_samples(sample, SINGLE_PROMPTS, per_prompt, seed)
+    for key in ("exact", "colour", "shape"):
+        out[f"single {key}"] = (*rate([x[key] for x in v]), len(v))
+    _, _, v = judge_samples(sample, pair_prompts(20), per_prompt, seed)
+    position = [next(x[k] for k in x if k.startswith("relation")) for x in v]
+    for key, hits in (("pair colour attribution (both bindings)", [x["objects"] for x in v]),
+                      ("pair position (relation holds)", position), ("pair exact", [x["exact"] for x in v])):
+        out[key] = (*rate(hits), len(v))
+    return out
+
+
+def print_suite(out: dict[str, tuple], heading: str) -> None:
+    print(heading)
+    for k, (r, lo, hi, n) in out.items():
+        print(f"  {k:42s} {r:.3f}  [{lo:.3f}, {hi:.3f}]  n={n}")
+
+
+def pixel_diversity(images: torch.Tensor, per_prompt: int) -> float:
+    """Mean pairwise L2 pixel distance among the samples of one prompt, averaged over prompts."""
+    x = images.flatten(1).view(-1, per_prompt, images[0].numel())                 # (P, k, D)
+    d = torch.cdist(x, x)                                                         # (P, k, k)
+    k = per_prompt
+    return float(d.sum() / (len(x) * k * (k - 1)))

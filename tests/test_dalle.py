@@ -1,0 +1,129 @@
+"""The DALL·E transformer (lesson 09): sequence layout, loss, cache, sampling filters, prompts, the shipped model."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minidalle import checkpoint
+from minidalle.dalle import (DALLE, complete, dalle_config, encode_text, filter_logits, generate, sample_tokens,
+                             train)
+from minidalle.dvae import DVAE, dvae_config
+from minidalle.glide import PAD, WORDS
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return DALLE(dalle_config("ci")).eval(), DVAE(dvae_config("ci")).eval()
+
+
+def test_text_layout_pads_per_position(tiny):
+    model, _ = tiny
+    T = model.config.text_len
+    text = encode_text(["a red circle", ""], T)
+    assert text.shape == (2, T) and (text[1] == PAD).all()                     # "" is the unconditional caption
+    assert [WORDS[i] for i in text[0, :4]] == ["a", "red", "circle", "<eot>"]
+    ids = model.text_ids(text)
+    assert ids[0, 4] == model.config.text_vocab + 4 and ids[0, 5] == model.config.text_vocab + 5
+    with pytest.raises(ValueError, match="at most"):
+        encode_text(["a cyan square covering an orange cross, and a large white diamond and a small purple diamond"], T)
+    with pytest.raises(ValueError):
+        encode_text(["a red dog"], T)
+    with pytest.raises(ValueError, match="empty prompt"):
+        generate(model, tiny[1], ["  "])
+
+
+def test_attention_is_causal(tiny):
+    model, _ = tiny
+    text = encode_text(["a red circle"], model.config.text_len)
+    a = torch.randint(0, model.config.codes, (1, 64))
+    b = a.clone()
+    b[0, 40:] = (b[0, 40:] + 1) % model.config.codes
+    with torch.no_grad():
+        la, lb = model(text, a)[1], model(text, b)[1]
+    assert torch.allclose(la[0, :41], lb[0, :41], atol=1e-6)                   # logits up to token 40 unchanged
+    assert not torch.allclose(la[0, 41:], lb[0, 41:])
+
+
+def test_loss_weights_text_one_eighth(tiny):
+    model, _ = tiny
+    text = encode_text(["a red circle", "a blue square"], model.config.text_len)
+    image = torch.randint(0, model.config.codes, (2, 64))
+    loss, logs = model.loss(text, image)
+    t_logits, i_logits = model(text, image)
+    t = F.cross_entropy(t_logits.flatten(0, 1), model.text_ids(text)[:, 1:].flatten())
+    i = F.cross_entropy(i_logits.flatten(0, 1), image.flatten())
+    assert loss.item() == pytest.approx((t / 8 + 7 * i / 8).item(), rel=1e-5)
+    assert logs["text"] == pytest.approx(t.item(), rel=1e-5)
+
+
+def test_cache_gives_the_same_samples(tiny):
+    model, _ = tiny
+    text = encode_text(["a red circle", "a blue cross left of a green square"], model.config.text_len)
+    for kw in ({}, {"guidance": 3.0, "top_k": 5}, {"prefix": torch.randint(0, model.config.codes, (2, 24))}):
+        a = sample_tokens(model, text, generator=torch.Generator().manual_seed(1), use_cache=True, **kw)
+        b = sample_tokens(model, text, generator=torch.Generator().manual_seed(1), use_cache=False, **kw)
+        assert a.shape == (2, 64) and torch.equal(a, b), kw
+        if "prefix" in kw:
+            assert torch.equal(a[:, :24], kw["prefix"])
+
+
+def test_filter_logits():
+    logits = torch.tensor([[3.0, 1.0, 2.0, 0.0]])
+    assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [[False, True, False, True]]
+    p = logits.softmax(-1)[0]                                                  # 0.64, 0.09, 0.24, 0.03
+    kept = ~torch.isinf(filter_logits(logits, top_p=0.8))
+    assert kept.tolist() == [[True, False, True, False]] and p[[0, 2]].sum() >= 0.8
+    assert (~torch.isinf(filter_logits(logits, top_p=0.5))).sum() == 1       # the top token alone reaches 0.5
+
+
+def test_generate_and_complete_shapes(tiny):
+    model, vae = tiny
+    images, tokens = generate(model, vae, ["a red circle", "a blue square"], per_prompt=2, top_k=16)
+    assert images.shape == (4, 3, 32, 32) and tokens.shape == (4, 8, 8)
+    assert 0 <= images.min() and images.max() <= 1
+    done = complete(model, vae, images[:2], ["a red circle above a blue square"] * 2)
+    assert done.shape == (2, 3, 32, 32)
+
+
+def test_training_lowers_the_loss_and_checks_the_dvae(tmp_path):
+    torch.manual_seed(0)
+    c = dalle_config("ci")
+    c.train.steps, c.train.n_train, c.train.log_every, c.train.batch, c.train.lr = 40, 64, 1, 16, 3e-3
+    vae = DVAE(dvae_config("ci")).eval()
+    model = DALLE(c)
+    info = train(model, vae, name=tmp_path / "d", show_progress=False)
+    first = sum(l[1] for l in info["losses"][:5]) / 5
+    last = sum(l[1] for l in info["losses"][-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    checkpoint.load_into(DALLE(c), tmp_path / "d", c)
+    with pytest.raises(ValueError, match="expects a dVAE"):
+        train(model, DVAE(dvae_config("cpu")), show_progress=False)
+
+
+# ------------------------------------------------------- the shipped checkpoints
+@pytest.fixture(scope="module")
+def shipped():
+    """data/checkpoints/dvae-cpu + dalle-cpu, and clip-cpu for re-ranking."""
+    from minidalle.clip import load_trained as load_clip
+    from minidalle.dalle import load_trained
+
+    model, vae = load_trained("cpu")
+    return model, vae, load_clip("cpu", train_if_missing=False)[0]
+
+
+def test_shipped_dalle_reranking_raises_exact_match(shipped):
+    """CLIP's choice of 4 beats a single sample (eval dalle: 0.561 → 0.702 on 64 a prompt); ≈ 10 s."""
+    from minidalle.dalle_eval import rerank_curve
+
+    one, four = rerank_curve(*shipped, ns=(1, 4, 8))[:2]
+    assert one["exact"][0] >= 0.45, one                                # the shipped model's rate holds
+    assert four["exact"][0] >= one["exact"][0] + 0.05, (one, four)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 5: single-object exact match is ≈ 0.58 without re-ranking (bar 0.80)")
+def test_shipped_dalle_meets_the_single_object_bar(shipped):
+    from minidalle.dalle_eval import sampler
+    from minidalle.evaluation import SINGLE_PROMPTS, judge_samples
+
+    _, _, v = judge_samples(sampler(*shipped[:2]), SINGLE_PROMPTS, 2, seed=1)
+    assert sum(x["exact"] for x in v) / len(v) >= 0.80

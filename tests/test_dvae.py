@@ -1,0 +1,110 @@
+"""The dVAE (lesson 08): the relaxation, the schedules, training, bad input, the shipped model."""
+import pytest
+import torch
+
+from minidalle import checkpoint
+from minidalle.dvae import (DVAE, checkpoint_name, dvae_config, evaluate, gumbel_softmax, kl_weight, temperature,
+                            train, usage)
+from minidalle.oracle import same_scene
+from minidalle.world import Obj, Scene
+
+
+def test_gumbel_max_samples_the_softmax():
+    """At low τ the relaxed sample is one-hot, and its argmax is distributed as softmax(logits)."""
+    logits = torch.tensor([1.0, 0.0, -1.0, 2.0]).log_softmax(0)
+    g = torch.Generator().manual_seed(0)
+    z = gumbel_softmax(logits.expand(20_000, 4), tau=0.05, dim=1, generator=g)      # (N, 4)
+    assert torch.allclose(z.sum(1), torch.ones(20_000))
+    assert (z.max(1).values > 0.9).float().mean() > 0.9                            # nearly one-hot
+    freq = torch.bincount(z.argmax(1), minlength=4).float() / 20_000
+    assert torch.allclose(freq, logits.exp(), atol=0.015), (freq, logits.exp())
+    soft = gumbel_softmax(logits.expand(1000, 4), tau=10.0, dim=1, generator=g)
+    assert soft.max(1).values.mean() < 0.35                                        # high τ: close to uniform
+
+
+def test_schedules_follow_the_paper():
+    c = dvae_config("cpu")
+    taus = [temperature(s, c) for s in range(0, c.train.steps + 1, 50)]
+    assert taus[0] == 1.0 and taus[-1] == pytest.approx(1 / 16)
+    assert all(a >= b for a, b in zip(taus, taus[1:]))                            # annealed, never raised
+    betas = [kl_weight(s, c) for s in range(0, c.train.steps + 1, 50)]
+    assert betas[0] == 0.0 and betas[-1] == pytest.approx(c.kl_max)
+    assert all(a <= b for a, b in zip(betas, betas[1:]))
+
+
+def test_shapes_round_trip_and_bad_input():
+    c = dvae_config("ci")
+    vae = DVAE(c).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert vae.logits(x).shape == (2, c.codes, 8, 8)
+    tokens = vae.encode(x)
+    assert tokens.shape == (2, 8, 8) and tokens.dtype == torch.long
+    y = vae.decode(tokens)
+    assert y.shape == (2, 3, 32, 32) and y.min() >= -1 and y.max() <= 1
+    with pytest.raises(ValueError, match="float images"):
+        vae.encode((x * 127).to(torch.uint8))
+    with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
+        vae.encode(torch.zeros(2, 3, 16, 16))
+    with pytest.raises(ValueError, match="ints in 0.."):
+        vae.decode(torch.full((2, 8, 8), c.codes))
+    with pytest.raises(ValueError, match="res must be 4"):
+        dvae_config("ci").__class__(res=32, grid=4)
+
+
+def test_kl_to_uniform_is_zero_for_uniform_logits():
+    vae = DVAE(dvae_config("ci"))
+    vae.encoder[-1].weight.data.zero_()
+    vae.encoder[-1].bias.data.zero_()
+    _, logs = vae.loss(torch.zeros(2, 3, 32, 32), tau=1.0, beta=1.0)
+    assert logs["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_usage_perplexity():
+    assert usage(torch.arange(16), 16)["perplexity"] == pytest.approx(16)
+    u = usage(torch.zeros(10, dtype=torch.long), 16)
+    assert u["perplexity"] == pytest.approx(1) and u["used"] == pytest.approx(1 / 16)
+
+
+def test_training_lowers_the_reconstruction_error(tmp_path):
+    c = dvae_config("ci")
+    c.train.steps, c.train.n_train, c.train.log_every, c.train.lr = 60, 256, 1, 3e-3
+    c.tau_steps, c.kl_steps = 40, 10
+    torch.manual_seed(0)
+    vae = DVAE(c)
+    info = train(vae, name=tmp_path / "v", show_progress=False)
+    first = sum(l[2]["recon"] for l in info["losses"][:5]) / 5
+    last = sum(l[2]["recon"] for l in info["losses"][-5:]) / 5
+    assert last < 0.6 * first, (first, last)
+    again = DVAE(c)
+    checkpoint.load_into(again, tmp_path / "v", c)                                 # saved with its config
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.load_into(DVAE(dvae_config("cpu")), tmp_path / "v", dvae_config("cpu"))
+
+
+def test_same_scene():
+    a = Scene((Obj("circle", "red", "small", 0.3, 0.3, 0), Obj("square", "blue", "large", 0.7, 0.7, 1)))
+    b = Scene(tuple(reversed(a.objects)))                                         # order does not matter
+    assert same_scene(a, b)
+    c = Scene((a.objects[0], Obj("square", "green", "large", 0.7, 0.7, 1)))
+    assert not same_scene(a, c) and not same_scene(a, Scene(a.objects[:1]))
+
+
+# ------------------------------------------------------- the shipped checkpoint
+@pytest.fixture(scope="module")
+def shipped():
+    """data/checkpoints/dvae-cpu measured on 150 held-out scenes of each kind (≈ 10 s)."""
+    c = dvae_config("cpu")
+    vae = DVAE(c)
+    checkpoint.load_into(vae, checkpoint_name("cpu"), c)
+    return evaluate(vae.eval(), n=150)
+
+
+def test_shipped_dvae_keeps_single_objects_and_uses_its_codebook(shipped):
+    assert shipped["1 object"]["same_scene"]["value"] >= 0.98, shipped["1 object"]
+    assert shipped["1-4 objects"]["perplexity"] > 10 and shipped["1-4 objects"]["used"] > 0.05
+
+
+@pytest.mark.xfail(strict=True, reason="issue 5: two-object reconstructions keep the scene ≈ 0.82 of the time "
+                                        "(bar 0.98); overlapping objects blur within a 4×4-pixel token cell")
+def test_shipped_dvae_meets_the_two_object_bar(shipped):
+    assert shipped["2 objects"]["same_scene"]["value"] >= 0.98, shipped["2 objects"]
