@@ -21,54 +21,17 @@ the peer's forward: the fair match for minidalle's cached sampler.
 Needs the test-only peer in requirements-peers.txt.
 """
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
-
-
-def _time(fns: dict, iters: int, warmup: int = 1) -> dict:
-    """Median seconds per call of each fn, calling them in turn (a, b, a, b, …) so noise hits all alike."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for fn in list(fns.values()) * warmup:
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(iters):
-        for k, fn in fns.items():
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def _gflop(loss_fn) -> float:
-    """GFLOP of one forward + backward (matmuls and convolutions; SDPA's math path, so attention counts)."""
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as m:
-        loss_fn().backward()
-    return m.get_total_flops() / 1e9
-
-
-def _train_step(model, loss_fn):
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def run():
-        loss = loss_fn()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return run
+from common import gflop, time_alternately, train_step
 
 
 def _versus(title, ours, ours_loss, peer, peer_loss, iters, batch):
     """Print parameters (trainable), GFLOP per step, and alternately timed training steps of the two models."""
     n = [sum(p.numel() for p in m.parameters() if p.requires_grad) for m in (ours, peer)]
-    f = [_gflop(ours_loss), _gflop(peer_loss)]
-    t = _time({"ours": _train_step(ours, ours_loss), "peer": _train_step(peer, peer_loss)}, iters)
+    f = [gflop(ours_loss), gflop(peer_loss)]
+    t = time_alternately({"ours": train_step(ours, ours_loss), "peer": train_step(peer, peer_loss)}, iters)
     print(f"{title}\n  parameters: minidalle {n[0]:,}   dalle-pytorch {n[1]:,}   "
           f"GFLOP per step: {f[0]:.1f} vs {f[1]:.1f}")
     print(f"  training step, batch {batch}:  minidalle {t['ours'] * 1e3:7.1f} ms   dalle-pytorch "
@@ -152,7 +115,7 @@ def main():
             out = torch.cat((out, nxt[:, None]), -1)
         return peer.vae.decode(out[:, T:])                                      # (P, 3, 32, 32)
 
-    t = _time({"minidalle, cache": ours(True), "dalle-pytorch, use_cache=True": theirs(True),
+    t = time_alternately({"minidalle, cache": ours(True), "dalle-pytorch, use_cache=True": theirs(True),
                "minidalle, no cache": ours(False), "dalle-pytorch, use_cache=False": theirs(False),
                "dalle-pytorch, working cache": theirs_cached}, args.iters)
     print(f"sampling {dc.grid ** 2} image tokens × {P} prompts (top-k {args.top_k}, decoded to pixels):")

@@ -91,6 +91,16 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
+def fingerprint(name) -> str:
+    """The first 16 hex digits of checkpoint `name`'s sha256, or "" if there is none.
+
+    A model trained on another model's outputs (DALL·E on the dVAE's tokens, the prior on
+    CLIP's embeddings) stores this in its config, so it is refused once that model changes.
+    """
+    st = _paths(name)[0]
+    return sha256(st)[:16] if st.exists() else ""
+
+
 def save(name, state, config=None, info: dict | None = None) -> Path:
     """Write `state` (tensors, possibly nested in dicts/lists) and `config` under `name`.
 

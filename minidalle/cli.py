@@ -111,6 +111,7 @@ def main(argv=None):
     _clip_commands(sub)
     _diffusion_commands(sub)
     _dalle_commands(sub)
+    _prior_commands(sub)
 
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -229,3 +230,15 @@ def _dalle_commands(sub):
             e.add_argument("--per-prompt", type=int, default=4, help="samples per prompt (default 4)")
         e.set_defaults(func=lambda a, k=kind: __import__("minidalle.dalle_eval").dalle_eval.cli_eval(
             k, n=getattr(a, "n", 500), per_prompt=getattr(a, "per_prompt", 4)))
+
+
+def _prior_commands(sub):
+    """`train prior` and `eval prior` (lesson 05; minidalle.prior does the work)."""
+    t = _train_parser(sub).add_parser("prior", help="train lesson 05's diffusion prior (needs CLIP) into "
+                                                    "data/checkpoints/prior-PRESET")
+    t.add_argument("--resume", action="store_true", help="continue from the last periodic state (runs/)")
+    t.set_defaults(func=lambda a: __import__("minidalle.prior").prior.cli_train(a.resume))
+    e = _eval_parser(sub).add_parser("prior", help="cosine similarity of predicted to true CLIP image embeddings")
+    e.add_argument("--n", type=int, default=500, help="held-out captioned scenes (default 500)")
+    e.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
+    e.set_defaults(func=lambda a: __import__("minidalle.prior").prior.cli_eval(a.n, a.guidance))

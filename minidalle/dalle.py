@@ -71,14 +71,13 @@ def dalle_config(preset: str | None = None, codes: int | None = None) -> DALLECo
     from .dvae import dvae_config
 
     p = get_preset(preset)
-    vae_file = checkpoint._paths(dvae_name(preset))[0]
     steps = {"ci": 10, "cpu": 2500, "gpu": 20_000}[p.name]
     train = TrainConfig(steps=steps, batch={"ci": 8, "cpu": 32, "gpu": 256}[p.name], lr=1e-3,
                         warmup=min(200, steps // 5), weight_decay=0.01, n_train=p.n_train,
                         log_every=max(1, steps // 50), ema=0.0)
     shape = {"ci": dict(width=32, layers=1, heads=2), "cpu": {}, "gpu": dict(width=256, layers=8, heads=8)}[p.name]
     return DALLEConfig(codes=codes or dvae_config(preset).codes, train=train,
-                       dvae=checkpoint.sha256(vae_file)[:16] if vae_file.exists() else "", **shape)
+                       dvae=checkpoint.fingerprint(dvae_name(preset)), **shape)
 
 
 # ------------------------------------------------------------------ model

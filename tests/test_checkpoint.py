@@ -100,3 +100,14 @@ def test_manifest_command_line_names_the_thread_count_only_when_set(monkeypatch)
     assert command_line("cpu", "train glide") == "OMP_NUM_THREADS=1 MINIDALLE_PRESET=cpu python -m minidalle train glide"
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert command_line("gpu", "train clip") == "MINIDALLE_PRESET=gpu python -m minidalle train clip"
+
+
+def test_fingerprint_names_a_checkpoint_and_changes_with_it(tmp_path):
+    from minidalle.checkpoint import fingerprint
+
+    assert fingerprint(tmp_path / "none") == ""
+    save(tmp_path / "a", {"w": torch.zeros(3)})
+    first = fingerprint(tmp_path / "a")
+    assert len(first) == 16 and first == fingerprint(tmp_path / "a.safetensors")
+    save(tmp_path / "a", {"w": torch.ones(3)})                          # retrained: a model built on it must notice
+    assert fingerprint(tmp_path / "a") != first
