@@ -24,7 +24,7 @@ details follow the paper at small scale:
   Top-k, top-p (nucleus) and temperature shape the choice; optional
   **classifier-free guidance** uses the caption dropout of training (the
   all-pad caption is the unconditional one).
-* **CLIP re-ranking** (§2.5; `rerank`) draws N images a prompt and keeps the
+* **CLIP re-ranking** (§2.6; `rerank`) draws N images a prompt and keeps the
   one minidalle's CLIP scores highest; **completion** (`complete`) keeps the
   given top rows of tokens and samples the rest.
 """
@@ -49,7 +49,7 @@ class DALLEConfig:
 
     text_len: int = 16              # T: caption tokens incl. <eot> (the paper: 256 BPE tokens)
     text_vocab: int = len(WORDS)    # the course's word tokenizer (the paper: 16,384 BPE codes)
-    codes: int = 256                # the dVAE's codebook size (the paper: 8,192)
+    codes: int = 512                # the dVAE's codebook size (the paper: 8,192)
     grid: int = 8                   # image tokens per side (the paper: 32)
     width: int = 128
     layers: int = 4                 # the paper: 64 layers, width 3,968, 62 heads — 12B parameters
@@ -276,7 +276,7 @@ def complete(model: DALLE, vae, images: torch.Tensor, prompts: list[str], rows: 
 
 @torch.no_grad()
 def rerank(images: torch.Tensor, prompts: list[str], per_prompt: int, keep: int = 1, clip_model=None) -> torch.Tensor:
-    """CLIP re-ranking (§2.5): of each prompt's per_prompt images (grouped), keep the `keep` CLIP likes best.
+    """CLIP re-ranking (§2.6): of each prompt's per_prompt images (grouped), keep the `keep` CLIP likes best.
 
     images: (P·per_prompt, 3, res, res) in [0, 1]; returns (P·keep, 3, res, res). CLIP reads 32×32 images, as the
     dVAE draws them.

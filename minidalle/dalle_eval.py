@@ -28,7 +28,7 @@ def sampler(model, vae, **sampling):
 
 
 def rerank_curve(model, vae, clip_model, ns=(1, 4, 16, 64), prompts=SINGLE_PROMPTS, seed: int = 5) -> list[dict]:
-    """Oracle exact match when CLIP keeps the best of N, for each N (§2.5; the paper's Fig. 6 with FID).
+    """Oracle exact match when CLIP keeps the best of N, for each N (§2.6; the paper draws this curve for FID).
 
     One pool of max(ns) samples a prompt; for each N it is cut into groups of N and CLIP keeps
     one image a group, so every N is judged on the same samples (max(ns)/N kept a prompt).
@@ -45,7 +45,7 @@ def rerank_curve(model, vae, clip_model, ns=(1, 4, 16, 64), prompts=SINGLE_PROMP
 
 
 def completion_probe(model, vae, n: int = 80, seed: int = 11) -> dict:
-    """Image completion (§3, "the same cat … at the bottom", in the shapes world).
+    """Image completion (the paper's image-to-image demonstrations, §3, in the shapes world).
 
     Held-out scenes of one object wholly in the top half; the transformer keeps the top
     half of the tokens and completes the bottom half for "a C1 S1 above a C2 S2" with a new

@@ -1,13 +1,13 @@
 """Lesson 05: the unCLIP diffusion prior — from a caption to a CLIP *image* embedding.
 
 Ramesh et al. 2022, "Hierarchical Text-Conditional Image Generation with CLIP
-Latents" (unCLIP, the paper behind DALL·E 2), §2.1 and App. C. The decoder of
+Latents" (unCLIP, the paper behind DALL·E 2), §2.2. The decoder of
 lesson 06 draws a picture from a CLIP image embedding; at generation time
 there is no image, only a caption, so a *prior* p(z_i | y) turns the caption
 into a plausible image embedding first. CLIP's text and image embeddings of
-one scene are close but far from equal (lesson 02's contrastive loss only ranks
-them), which is why the text embedding itself is a poor stand-in (measured by
-`evaluate`).
+one scene are close but not equal (lesson 02's contrastive loss only ranks
+them), so the text embedding itself is only a stand-in; `evaluate` measures
+how much closer the prior's samples come.
 
 The prior is a diffusion model whose data are embeddings instead of pixels
 (`minidalle.diffusion`, unchanged):
