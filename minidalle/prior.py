@@ -31,6 +31,7 @@ training image embedding nearest to the text embedding.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -123,11 +124,19 @@ def clip_embeddings(clip_model, images: torch.Tensor, captions: list[str]):
     return tokens, embed_texts(clip_model, captions), embed_images(clip_model, pictures)
 
 
+@functools.lru_cache(maxsize=None)
+def _tokenizer(text_len: int):
+    """CLIP's tokenizer, built once (it reads the BPE merge table): sampling asks for it every batch."""
+    from .tokenizer import Tokenizer
+
+    return Tokenizer(text_len)
+
+
 def null_caption(config: PriorConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The dropped caption: the empty text's tokens (<sot> <eot>, then padding) and a zero text embedding."""
-    from .tokenizer import PAD, Tokenizer
+    from .tokenizer import PAD
 
-    tok = Tokenizer(config.text_len)
+    tok = _tokenizer(config.text_len)
     tokens = torch.full((n, config.text_len), PAD, dtype=torch.long)
     tokens[:, 0], tokens[:, 1] = tok.sot_id, tok.eot_id
     return tokens, torch.zeros(n, config.embed_dim)

@@ -1,6 +1,7 @@
 """The DALL·E transformer (lesson 09): sequence layout, loss, cache, sampling filters, prompts, the shipped model."""
 import pytest
 import torch
+from conftest import first_and_last
 import torch.nn.functional as F
 
 from minidalle import checkpoint
@@ -92,8 +93,7 @@ def test_training_lowers_the_loss_and_checks_the_dvae(tmp_path):
     vae = DVAE(dvae_config("ci")).eval()
     model = DALLE(c)
     info = train(model, vae, name=tmp_path / "d", show_progress=False)
-    first = sum(l[1] for l in info["losses"][:5]) / 5
-    last = sum(l[1] for l in info["losses"][-5:]) / 5
+    first, last = first_and_last(info)
     assert last < 0.8 * first, (first, last)
     checkpoint.load_into(DALLE(c), tmp_path / "d", c)
     with pytest.raises(ValueError, match="expects a dVAE"):

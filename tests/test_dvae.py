@@ -1,6 +1,7 @@
 """The dVAE (lesson 08): the relaxation, the schedules, training, bad input, the shipped model."""
 import pytest
 import torch
+from conftest import first_and_last
 
 from minidalle import checkpoint
 from minidalle.dvae import (DVAE, checkpoint_name, dvae_config, evaluate, gumbel_softmax, kl_weight, temperature,
@@ -72,8 +73,7 @@ def test_training_lowers_the_reconstruction_error(tmp_path):
     torch.manual_seed(0)
     vae = DVAE(c)
     info = train(vae, name=tmp_path / "v", show_progress=False)
-    first = sum(l[2]["recon"] for l in info["losses"][:5]) / 5
-    last = sum(l[2]["recon"] for l in info["losses"][-5:]) / 5
+    first, last = first_and_last(info, "recon")
     assert last < 0.6 * first, (first, last)
     again = DVAE(c)
     checkpoint.load_into(again, tmp_path / "v", c)                                 # saved with its config

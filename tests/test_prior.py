@@ -1,6 +1,7 @@
 """The diffusion prior (lesson 05): shapes, the two-candidate rule, training, guidance, the shipped model."""
 import pytest
 import torch
+from conftest import first_and_last
 
 from minidalle import checkpoint
 from minidalle.clip import load_trained as load_clip
@@ -39,8 +40,7 @@ def test_training_lowers_the_loss_and_sampling_gives_unit_embeddings(tmp_path, c
     c.train.steps, c.train.n_train, c.train.log_every, c.train.lr = 60, 128, 1, 3e-3
     model = Prior(c)
     info = train(model, ci_clip, name=tmp_path / "p", show_progress=False)
-    first = sum(l[1] for l in info["losses"][:5]) / 5
-    last = sum(l[1] for l in info["losses"][-5:]) / 5
+    first, last = first_and_last(info)
     assert last < 0.7 * first, (first, last)
     checkpoint.load_into(Prior(c), tmp_path / "p", c)
     tok = Tokenizer(c.text_len)(["a red circle", "a blue square"])
