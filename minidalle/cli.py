@@ -112,15 +112,24 @@ def main(argv=None):
     _diffusion_commands(sub)
     _dalle_commands(sub)
     _prior_commands(sub)
+    _unclip_commands(sub)
 
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    from .checkpoint import CheckpointError
+    from .presets import get_preset
+
     try:
         args.func(args)
     except ValueError as e:           # bad input: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except CheckpointError as e:      # missing, corrupt or mismatched checkpoint: what to run instead
+        hint = "" if get_preset().name == "cpu" else \
+            " (the shipped checkpoints are the cpu preset's: set MINIDALLE_PRESET=cpu to use them)"
+        print(f"error: {e}{hint}", file=sys.stderr)
         return 2
     return 0
 
@@ -186,16 +195,11 @@ def _train_clip(args):
 
 
 def _eval_clip(args):
-    from .checkpoint import CheckpointError
     from .clip import load_trained
 
     if args.n is not None and args.n < 2:
         raise ValueError(f"--n must be at least 2 held-out scenes, got {args.n}")
-
-    try:
-        model, _ = load_trained(train_if_missing=False)
-    except CheckpointError as e:
-        raise SystemExit(f"error: {e}")
+    model, _ = load_trained(train_if_missing=False)
     _clip_eval_print(model, args.n)
 
 
@@ -242,3 +246,24 @@ def _prior_commands(sub):
     e.add_argument("--n", type=int, default=500, help="held-out captioned scenes (default 500)")
     e.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
     e.set_defaults(func=lambda a: __import__("minidalle.prior").prior.cli_eval(a.n, a.guidance))
+
+
+def _unclip_commands(sub):
+    """`generate`, `train decoder|upsampler` and `eval unclip` (lessons 06-07; minidalle.decoder and .unclip)."""
+    g = sub.add_parser("generate", help="text → pictures with the unCLIP cascade (prior, decoder, upsampler)")
+    g.add_argument("prompt", help="a shapes-world caption, e.g. 'a red circle' or 'a blue square above a green star'")
+    g.add_argument("--n", type=int, default=8, help="pictures to draw (default 8)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", default="unclip.png", help="PNG to write (default: unclip.png)")
+    g.add_argument("--guidance", type=float, default=1.0, help="decoder classifier-free guidance scale (default 1)")
+    g.set_defaults(func=lambda a: __import__("minidalle.unclip").unclip.cli_generate(a.prompt, a.n, a.seed, a.out,
+                                                                                    a.guidance))
+    for kind, what in (("decoder", "lesson 06's decoder (CLIP image embedding → base-resolution picture)"),
+                       ("upsampler", "lesson 06's upsampler (base → twice the resolution)")):
+        t = _train_parser(sub).add_parser(kind, help=f"train {what} (needs CLIP) into data/checkpoints/{kind}-PRESET")
+        t.add_argument("--resume", action="store_true", help="continue from the last periodic state (runs/)")
+        t.set_defaults(func=lambda a, k=kind: __import__("minidalle.decoder").decoder.cli_train(k, a.resume))
+    e = _eval_parser(sub).add_parser("unclip", help="the unCLIP ablation (prior vs text embedding vs GLIDE), oracle-judged")
+    e.add_argument("--per-prompt", type=int, default=4, help="samples per prompt (default 4)")
+    e.add_argument("--guidance", type=float, default=1.0, help="decoder classifier-free guidance scale (default 1)")
+    e.set_defaults(func=lambda a: __import__("minidalle.unclip").unclip.cli_eval(a.per_prompt, a.guidance))

@@ -47,9 +47,9 @@ def embed_images(model, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
 @torch.no_grad()
 def embed_texts(model, texts: list[str], batch: int = 500) -> torch.Tensor:
     """Strings → unit vectors (N, E), tokenized with the model's context length."""
-    from .tokenizer import Tokenizer
+    from .tokenizer import tokenizer
 
-    tok = Tokenizer(model.config.context_length)
+    tok = tokenizer(model.config.context_length)
     dev = next(model.parameters()).device
     return torch.cat([model.encode_text(tok(texts[i:i + batch]).to(dev)).cpu() for i in range(0, len(texts), batch)])
 

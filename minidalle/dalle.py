@@ -71,7 +71,7 @@ def dalle_config(preset: str | None = None, codes: int | None = None) -> DALLECo
     from .dvae import dvae_config
 
     p = get_preset(preset)
-    steps = {"ci": 10, "cpu": 2500, "gpu": 20_000}[p.name]
+    steps = {"ci": 10, "cpu": 8000, "gpu": 20_000}[p.name]
     train = TrainConfig(steps=steps, batch={"ci": 8, "cpu": 32, "gpu": 256}[p.name], lr=1e-3,
                         warmup=min(200, steps // 5), weight_decay=0.01, n_train=p.n_train,
                         log_every=max(1, steps // 50), ema=0.0)

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from . import checkpoint, dalle, dvae
+from . import dalle, dvae
 from .captions import Desc
 from .evaluation import SINGLE_PROMPTS, judge_samples, print_suite, prompt_suite, rate
 from .oracle import judge
@@ -81,7 +81,7 @@ def cli_train(kind: str, resume: bool = False) -> dict:
         r = dvae.evaluate(model, 200)
         metrics = {k: {m: round(x, 4) if isinstance(x, float) else x for m, x in row.items()} for k, row in r.items()}
     else:
-        vae = _loaded(dvae.load_trained)[0]
+        vae = dvae.load_trained()[0]
         config = dalle.dalle_config(codes=vae.config.codes)
         model, name = dalle.DALLE(config), dalle.checkpoint_name()
         info = dalle.train(model, vae, name, resume=resume)
@@ -92,19 +92,12 @@ def cli_train(kind: str, resume: bool = False) -> dict:
     return info
 
 
-def _loaded(load):
-    try:
-        return load()
-    except checkpoint.CheckpointError as e:
-        raise SystemExit(f"error: {e}")
-
-
 def cli_eval(kind: str, n: int = 500, per_prompt: int = 4) -> dict:
     """`python -m minidalle eval dvae|dalle`: print lesson 08's or 09's measurements."""
     p = get_preset()
     print(f"{kind} at preset {p.name}, oracle-judged, 95% bootstrap intervals")
     if kind == "dvae":
-        model, _ = _loaded(dvae.load_trained)
+        model, _ = dvae.load_trained()
         out = dvae.evaluate(model, n)
         for k, row in out.items():
             same = row.get("same_scene")
@@ -112,14 +105,14 @@ def cli_eval(kind: str, n: int = 500, per_prompt: int = 4) -> dict:
             print(f"  {k:11s} MSE {row['mse']:.4f}  perplexity {row['perplexity']:.1f}  codes used "
                   f"{row['used']:.3f}{extra}")
         return out
-    model, vae = _loaded(dalle.load_trained)
+    model, vae = dalle.load_trained()
     t0 = time.perf_counter()
     out = prompt_suite(sampler(model, vae), per_prompt)
     print_suite(out, f"'a COLOUR SHAPE' (40 prompts × {per_prompt}) and 20 two-object prompts × {per_prompt}; "
                      f"top-k {SAMPLING['top_k']}, no re-ranking ({time.perf_counter() - t0:.0f} s)")
     from .clip import load_trained as load_clip
 
-    clip_model = _loaded(lambda: load_clip(train_if_missing=False))[0].to(device())
+    clip_model = load_clip(train_if_missing=False)[0].to(device())
     curve = rerank_curve(model, vae, clip_model)
     print("CLIP re-ranking: exact match of the kept image, best of N (40 single-object prompts, one pool of 64 each)")
     for r in curve:

@@ -201,11 +201,14 @@ class Diffusion:
     @torch.no_grad()
     def sample(self, model, shape, steps: int | None = None, method: str = "ddpm", eta: float = 0.0,
                generator: torch.Generator | None = None, device=None, show_progress: bool = False,
-               **cond) -> torch.Tensor:
+               known: tuple | None = None, **cond) -> torch.Tensor:
         """Draw samples of `shape` (B, ...) from noise.
 
         method "ddpm": ancestral sampling over `steps` (default all T) timesteps;
         method "ddim": DDIM over `steps` (default 50) timesteps with noise level η.
+        known = (x0, keep): inpainting by replacement (lesson 07; the simplest form of
+        Lugmayr et al. 2022's RePaint): after every step the kept region (keep = 1) is
+        reset to x0 noised to the new timestep, so only the rest is generated.
         Returns x̂_0, roughly in [−1, 1] for image models.
         """
         if method not in ("ddpm", "ddim"):
@@ -222,6 +225,11 @@ class Diffusion:
                 x = self.ddpm_step(out, x, t, z, t_prev)
             else:
                 x = self.ddim_step(out, x, t, t_prev, eta, z)
+            if known is not None:
+                x0, keep = known
+                if t_prev >= 0:
+                    x0 = self.q_sample(x0, torch.full_like(tt, t_prev), torch.randn(shape, generator=generator).to(device))
+                x = keep * x0 + (1 - keep) * x
         return x
 
 

@@ -385,10 +385,7 @@ def plot_sweep(rows: list[dict], path=None):
 def cli_eval(kind: str, per_prompt: int = 4, plot=None, guidance: float = 3.0) -> dict:
     """`python -m minidalle eval ddpm|glide`: print the lesson's measurements (GLIDE's at guidance scale `guidance`)."""
     p = get_preset()
-    try:
-        model, _ = load_trained(kind)
-    except checkpoint.CheckpointError as e:
-        raise SystemExit(f"error: {e}")
+    model, _ = load_trained(kind)
     torch.manual_seed(0)
     out = {}
     print(f"{kind} at preset {p.name}, oracle-judged, 95% bootstrap intervals")

@@ -31,7 +31,6 @@ training image embedding nearest to the text embedding.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 
@@ -44,6 +43,7 @@ from .dalle import Block
 from .diffusion import Diffusion, DiffusionConfig, classifier_free_guidance
 from .presets import get_preset
 from .runtime import device, progress
+from .tokenizer import tokenizer
 from .trainer import TrainConfig, fit
 
 
@@ -117,26 +117,16 @@ class Prior(nn.Module):
 def clip_embeddings(clip_model, images: torch.Tensor, captions: list[str]):
     """CLIP's view of captioned scenes: (tokens (N, L), text embeddings (N, D), image embeddings (N, D)), unit norm."""
     from .clip_eval import embed_images, embed_texts
-    from .tokenizer import Tokenizer
-
-    tokens = Tokenizer(clip_model.config.context_length)(captions)
+    tokens = tokenizer(clip_model.config.context_length)(captions)
     pictures = images if images.dtype == torch.uint8 else ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return tokens, embed_texts(clip_model, captions), embed_images(clip_model, pictures)
-
-
-@functools.lru_cache(maxsize=None)
-def _tokenizer(text_len: int):
-    """CLIP's tokenizer, built once (it reads the BPE merge table): sampling asks for it every batch."""
-    from .tokenizer import Tokenizer
-
-    return Tokenizer(text_len)
 
 
 def null_caption(config: PriorConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The dropped caption: the empty text's tokens (<sot> <eot>, then padding) and a zero text embedding."""
     from .tokenizer import PAD
 
-    tok = _tokenizer(config.text_len)
+    tok = tokenizer(config.text_len)
     tokens = torch.full((n, config.text_len), PAD, dtype=torch.long)
     tokens[:, 0], tokens[:, 1] = tok.sot_id, tok.eot_id
     return tokens, torch.zeros(n, config.embed_dim)
@@ -251,7 +241,8 @@ def cli_train(resume: bool = False) -> dict:
     try:
         clip_model, _ = load_clip(train_if_missing=False)
     except checkpoint.CheckpointError as e:
-        raise SystemExit(f"error: {e} (the prior models CLIP's embeddings: `python -m minidalle train clip` first)")
+        raise checkpoint.CheckpointError(f"{e} (the prior models CLIP's embeddings: "
+                                         "`python -m minidalle train clip` first)") from e
     config = prior_config()
     model, name = Prior(config), checkpoint_name()
     info = train(model, clip_model.to(device()).eval(), name, resume=resume)
@@ -262,10 +253,7 @@ def cli_train(resume: bool = False) -> dict:
 
 def cli_eval(n: int = 500, guidance: float = 1.0) -> dict:
     """`python -m minidalle eval prior`: cosine similarity to the true image embedding, prior vs baselines."""
-    try:
-        model, clip_model = load_trained()
-    except checkpoint.CheckpointError as e:
-        raise SystemExit(f"error: {e}")
+    model, clip_model = load_trained()
     print(f"prior at preset {get_preset().name}: cosine similarity to the true CLIP image embedding of {n} "
           f"held-out captioned scenes (mean, 95% interval); two candidates, DDIM 64, s = {guidance:g}")
     out = evaluate(model, clip_model, n=n, guidance=guidance)
