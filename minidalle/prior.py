@@ -117,6 +117,7 @@ class Prior(nn.Module):
 def clip_embeddings(clip_model, images: torch.Tensor, captions: list[str]):
     """CLIP's view of captioned scenes: (tokens (N, L), text embeddings (N, D), image embeddings (N, D)), unit norm."""
     from .clip_eval import embed_images, embed_texts
+
     tokens = tokenizer(clip_model.config.context_length)(captions)
     pictures = images if images.dtype == torch.uint8 else ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return tokens, embed_texts(clip_model, captions), embed_images(clip_model, pictures)
