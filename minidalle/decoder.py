@@ -211,9 +211,12 @@ def train(model: nn.Module, clip_model, name=None, resume: bool = False, show_pr
 
 
 # ------------------------------------------------------------------ sampling
+ETA = 1.0       # DDIM's noise level η (0: deterministic; 1: as random as DDPM). Chosen by the cascade's
+                # single-object exact match on a prompt seed no measurement uses; lesson 06 and the book's
+                # results page compare η = 0 and 1
 @torch.no_grad()
 def decode(model: Decoder, emb: torch.Tensor, captions: list[str] | None = None, guidance: float = 1.0,
-           steps: int = 50, seed: int = 0, known: tuple | None = None) -> torch.Tensor:
+           steps: int = 50, seed: int = 0, known: tuple | None = None, eta: float = ETA) -> torch.Tensor:
     """Pictures (B, 3, R, R) in [0, 1] drawn from CLIP image embeddings (B, D), DDIM with `steps` steps.
 
     captions: optional, validated like every prompt (None: the empty caption). guidance s
@@ -232,20 +235,21 @@ def decode(model: Decoder, emb: torch.Tensor, captions: list[str] | None = None,
     guided = classifier_free_guidance(model, guidance, cond, uncond)
     res = model.config.unet.res
     known = None if known is None else (known[0].to(dev) * 2 - 1, known[1].to(dev))
-    x = Diffusion(model.config.diffusion).sample(guided, (B, 3, res, res), steps=steps, method="ddim",
+    x = Diffusion(model.config.diffusion).sample(guided, (B, 3, res, res), steps=steps, method="ddim", eta=eta,
                                                  generator=torch.Generator().manual_seed(seed), device=dev,
                                                  known=known)
     return to_images(x).cpu()
 
 
 @torch.no_grad()
-def upsample(model: Upsampler, low: torch.Tensor, emb: torch.Tensor, steps: int = 25, seed: int = 0) -> torch.Tensor:
+def upsample(model: Upsampler, low: torch.Tensor, emb: torch.Tensor, steps: int = 25, seed: int = 0,
+             eta: float = ETA) -> torch.Tensor:
     """Low-resolution pictures (B, 3, R, R) in [0, 1] → (B, 3, 2R, 2R) in [0, 1], given their embeddings (B, D)."""
     c = model.config
     dev = next(model.parameters()).device
     B, res = len(low), c.unet.res
     cond_low = blur(low.to(dev) * 2 - 1, torch.full((B,), c.sample_blur))
-    x = Diffusion(c.diffusion).sample(model, (B, 3, res, res), steps=steps, method="ddim",
+    x = Diffusion(c.diffusion).sample(model, (B, 3, res, res), steps=steps, method="ddim", eta=eta,
                                       generator=torch.Generator().manual_seed(seed), device=dev,
                                       low=cond_low, emb=emb.to(dev))
     return to_images(x).cpu()

@@ -251,8 +251,8 @@ def sample_ddpm_model(model: DDPM, n: int, steps: int | None = None, method: str
 
 @torch.no_grad()
 def generate(model: GLIDE, prompts: list[str] | str, guidance: float = 3.0, steps: int | None = 50,
-             method: str = "ddim", seed: int = 0, show_progress: bool = False) -> torch.Tensor:
-    """Sample one image per prompt with classifier-free guidance scale s. Pixels (B, 3, R, R) in [0, 1]."""
+             method: str = "ddim", seed: int = 0, show_progress: bool = False, eta: float = 0.0) -> torch.Tensor:
+    """Sample one image per prompt with classifier-free guidance scale s (DDIM noise level η). Pixels (B, 3, R, R) in [0, 1]."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     for p in prompts:
         check_prompt(p)
@@ -266,7 +266,7 @@ def generate(model: GLIDE, prompts: list[str] | str, guidance: float = 3.0, step
     guided = classifier_free_guidance(model, guidance, cond, uncond)
     c = model.config.unet
     d = Diffusion(model.config.diffusion)
-    x = d.sample(guided, (len(prompts), c.in_ch, c.res, c.res), steps=steps, method=method,
+    x = d.sample(guided, (len(prompts), c.in_ch, c.res, c.res), steps=steps, method=method, eta=eta,
                  generator=torch.Generator().manual_seed(seed), device=dev, show_progress=show_progress)
     return to_images(x).cpu()
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
-from .decoder import Decoder, decode, embedded_scenes, scenes, upsample
+from .decoder import ETA, Decoder, decode, embedded_scenes, scenes, upsample
 from .glide import check_prompt
 from .oracle import judge
 from .presets import get_preset
@@ -189,7 +189,10 @@ def reconstruction(model, clip_model, n: int = 160, seed: int = 4242) -> tuple[f
 
 
 def ablation(pipe: UnCLIP, glide_model=None, per_prompt: int = 4, guidance: float = 1.0) -> dict[str, dict]:
-    """unCLIP §5.1 with the oracle: {variant: prompt_suite result} (single- and two-object prompts, 95% intervals)."""
+    """unCLIP §5.1 with the oracle: {variant: prompt_suite result} (single- and two-object prompts, 95% intervals).
+
+    Every variant samples with DDIM 50 at the decoder's noise level η (`decoder.ETA`), GLIDE included.
+    """
     from .evaluation import prompt_suite
     from .glide import generate as glide_generate
 
@@ -202,7 +205,7 @@ def ablation(pipe: UnCLIP, glide_model=None, per_prompt: int = 4, guidance: floa
     }
     if glide_model is not None:
         variants["GLIDE: text only (base res, s = 1)"] = lambda caps, s: glide_generate(glide_model, caps, 1.0, 50,
-                                                                                       "ddim", s)
+                                                                                       "ddim", s, eta=ETA)
     return {name: prompt_suite(fn, per_prompt) for name, fn in variants.items()}
 
 
