@@ -38,7 +38,7 @@ from torch import nn
 
 from . import checkpoint
 from .diffusion import Diffusion, DiffusionConfig, classifier_free_guidance
-from .glide import EOT, PAD, TextEncoder, _preset_parts, to_images, tokenize
+from .glide import TextEncoder, _preset_parts, drop_captions, null_caption, to_images, tokenize
 from .glide import training_data as scenes
 from .presets import get_preset
 from .runtime import device
@@ -172,12 +172,6 @@ def embedded_scenes(n: int, res: int, two_objects: float, seed: int, clip_model)
     return images, captions, embed_images(clip_model, pictures)                    # …, (N, D) unit norm
 
 
-def null_caption(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """GLIDE's empty caption for n rows: tokens [<eot>], mask [True]."""
-    tokens = torch.full((n, 1), EOT, dtype=torch.long)
-    return tokens, tokens != PAD
-
-
 def train(model: nn.Module, clip_model, name=None, resume: bool = False, show_progress: bool = True,
           on_log=None) -> dict:
     """Train a `Decoder` or an `Upsampler` with `trainer.fit` on CLIP-embedded scenes (lesson 06)."""
@@ -187,7 +181,6 @@ def train(model: nn.Module, clip_model, name=None, resume: bool = False, show_pr
     images, captions, embs = embedded_scenes(tc.n_train, c.unet.res, c.two_objects, tc.seed, clip_model)
     if isinstance(model, Decoder):
         tokens, mask = tokenize(captions, validate=False)
-        null_tokens, _ = null_caption(1)
     else:
         low, _ = scenes(tc.n_train, c.unet.res // 2, c.two_objects, tc.seed)       # the same scenes at half res
 
@@ -197,8 +190,7 @@ def train(model: nn.Module, clip_model, name=None, resume: bool = False, show_pr
         if isinstance(model, Decoder):
             emb = emb.masked_fill((torch.rand(tc.batch, generator=gen) < c.p_drop_emb)[:, None], 0.0)
             drop = torch.rand(tc.batch, generator=gen) < c.p_drop_caption
-            tok, msk = tokens[idx].masked_fill(drop[:, None], PAD), mask[idx] & ~drop[:, None]
-            tok[drop, 0], msk[drop, 0] = null_tokens[0, 0], True                    # the empty caption: <eot>
+            tok, msk = drop_captions(tokens[idx], mask[idx], drop)
             cond = {"emb": emb.to(dev), "tokens": tok.to(dev), "mask": msk.to(dev)}
         else:
             sigma = c.blur[0] + (c.blur[1] - c.blur[0]) * torch.rand(tc.batch, generator=gen)
@@ -226,12 +218,9 @@ def decode(model: Decoder, emb: torch.Tensor, captions: list[str] | None = None,
     dev = next(model.parameters()).device
     B = len(emb)
     tokens, mask = tokenize(captions) if captions else null_caption(B)
-    null_tokens, null_mask = null_caption(B)
+    null_tokens, null_mask = null_caption(*tokens.shape)                # as long as the captions: one batch
     cond = {"emb": emb.to(dev), "tokens": tokens.to(dev), "mask": mask.to(dev)}
     uncond = {"emb": torch.zeros_like(emb).to(dev), "tokens": null_tokens.to(dev), "mask": null_mask.to(dev)}
-    if tokens.shape[1] != 1:                                          # the two halves must have equal length
-        uncond["tokens"] = F.pad(null_tokens, (0, tokens.shape[1] - 1), value=PAD).to(dev)
-        uncond["mask"] = uncond["tokens"] != PAD
     guided = classifier_free_guidance(model, guidance, cond, uncond)
     res = model.config.unet.res
     known = None if known is None else (known[0].to(dev) * 2 - 1, known[1].to(dev))

@@ -74,6 +74,20 @@ def tokenize(captions: list[str] | str, validate: bool = True) -> tuple[torch.Te
     return tokens, tokens != PAD
 
 
+def null_caption(n: int, length: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The empty caption for n rows, padded to `length`: tokens [<eot>, <pad>, …], mask True at <eot> only."""
+    tokens = torch.full((n, length), PAD, dtype=torch.long)
+    tokens[:, 0] = EOT
+    return tokens, tokens != PAD
+
+
+def drop_captions(tokens: torch.Tensor, mask: torch.Tensor, drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows where drop (B,) is True become the empty caption: classifier-free guidance's unconditional half."""
+    tokens, mask = tokens.masked_fill(drop[:, None], PAD), mask & ~drop[:, None]
+    tokens[drop, 0], mask[drop, 0] = EOT, True
+    return tokens, mask
+
+
 def check_prompt(text: str) -> str:
     """Validate one user prompt (ValueError with the reason); the empty prompt is refused too."""
     if not isinstance(text, str) or not text.strip():
@@ -213,17 +227,14 @@ def train(model: nn.Module, config, name=None, resume: bool = False, show_progre
     images, captions = training_data(tc.n_train, config.unet.res, getattr(config, "two_objects", 0.0), tc.seed)
     if conditional:
         tokens, mask = tokenize(captions, validate=False)                         # (N, L): drawn from the grammar
-        null_tokens, null_mask = tokenize([""])                                    # (1, 1): the empty caption
 
     def batch_loss(step, gen):
         idx = torch.randint(0, len(images), (tc.batch,), generator=gen)
         x0 = images[idx].to(dev)                                                  # (B, 3, R, R) in [−1, 1]
         cond = {}
         if conditional:
-            tok, msk = tokens[idx], mask[idx]
             drop = torch.rand(tc.batch, generator=gen) < config.p_uncond          # classifier-free: forget the caption
-            tok, msk = tok.masked_fill(drop[:, None], PAD), msk & ~drop[:, None]
-            tok[drop, 0], msk[drop, 0] = null_tokens[0, 0], True                  # the empty caption is "<eot>"
+            tok, msk = drop_captions(tokens[idx], mask[idx], drop)
             cond = {"tokens": tok.to(dev), "mask": msk.to(dev)}
         return diffusion.loss(model, x0, generator=gen, **cond), {}
 
@@ -258,9 +269,7 @@ def generate(model: GLIDE, prompts: list[str] | str, guidance: float = 3.0, step
         check_prompt(p)
     dev = next(model.parameters()).device
     tok, msk = tokenize(prompts)
-    null_tok = torch.full_like(tok, PAD)
-    null_tok[:, 0] = EOT
-    null_msk = null_tok != PAD
+    null_tok, null_msk = null_caption(*tok.shape)
     cond = {"tokens": tok.to(dev), "mask": msk.to(dev)}
     uncond = {"tokens": null_tok.to(dev), "mask": null_msk.to(dev)}
     guided = classifier_free_guidance(model, guidance, cond, uncond)

@@ -115,9 +115,14 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
     return (torch.sin((1 - w) * omega) * a + torch.sin(w * omega) * b) / torch.sin(omega)
 
 
+def _one(image: torch.Tensor) -> torch.Tensor:
+    """One picture as a batch of one: (3, R, R) or (B, 3, R, R) → its first (1, 3, R, R)."""
+    return image[None] if image.dim() == 3 else image[:1]
+
+
 def variations(pipe: UnCLIP, image: torch.Tensor, n: int = 8, seed: int = 0) -> torch.Tensor:
     """n pictures decoded from one image's CLIP embedding with fresh noise: (n, 3, R, R)."""
-    emb = image_embeddings(pipe, image[None] if image.dim() == 3 else image[:1])
+    emb = image_embeddings(pipe, _one(image))
     return pixels_from_embeddings(pipe, emb.expand(n, -1), seed=seed)
 
 
@@ -141,7 +146,7 @@ def text_diff(pipe: UnCLIP, image: torch.Tensor, source: str, target: str,
     """
     _, text = text_embeddings(pipe, [source, target])
     z_d = F.normalize(text[1] - text[0], dim=-1)
-    z_i = image_embeddings(pipe, image[None] if image.dim() == 3 else image[:1])[0]
+    z_i = image_embeddings(pipe, _one(image))[0]
     return _same_noise(pipe, torch.stack([slerp(z_i, z_d, w) for w in amounts]), seed)
 
 
@@ -154,7 +159,7 @@ def inpaint(pipe: UnCLIP, image: torch.Tensor, keep: torch.Tensor, prompt: str |
     from .prior import sample
 
     res = pipe.decoder.config.unet.res
-    x = image[None] if image.dim() == 3 else image[:1]
+    x = _one(image)
     if keep.shape[-2:] != (res, res):
         raise ValueError(f"the mask must be {res}×{res}, the decoder's resolution; got {tuple(keep.shape[-2:])}")
     if x.shape[-1] != res:
@@ -163,7 +168,7 @@ def inpaint(pipe: UnCLIP, image: torch.Tensor, keep: torch.Tensor, prompt: str |
         tokens, text = text_embeddings(pipe, [prompt] * n)
         emb, captions = sample(pipe.prior, tokens, text, seed=seed), [prompt] * n
     else:
-        emb, captions = image_embeddings(pipe, image[None] if image.dim() == 3 else image[:1]).expand(n, -1), None
+        emb, captions = image_embeddings(pipe, _one(image)).expand(n, -1), None
     known = (x.expand(n, -1, -1, -1), keep.float().view(1, 1, res, res).expand(n, 1, res, res))
     return pixels_from_embeddings(pipe, emb, captions, seed, known=known)
 
