@@ -213,9 +213,15 @@ def _diffusion_commands(sub):
                                          + (", guidance sweep" if kind == "glide" else ""))
         e.add_argument("--per-prompt", type=int, default=4, help="samples per prompt (default 4)")
         e.add_argument("--plot", default=None, help="PNG for the guidance sweep (glide)")
-        e.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (glide; default 3)")
-        e.set_defaults(func=lambda a, k=kind: __import__("minidalle.glide").glide.cli_eval(k, a.per_prompt, a.plot,
-                                                                                          a.guidance))
+        e.add_argument("--guidance", type=float, default=None,
+                       help="classifier-free guidance scale (glide; default glide.GUIDANCE, the sweep's best)")
+        e.set_defaults(func=lambda a, k=kind: _glide_eval(k, a))
+
+
+def _glide_eval(kind, a):
+    from . import glide
+
+    return glide.cli_eval(kind, a.per_prompt, a.plot, glide.GUIDANCE if a.guidance is None else a.guidance)
 
 
 def _dalle_commands(sub):
@@ -255,9 +261,10 @@ def _unclip_commands(sub):
     g.add_argument("--n", type=int, default=8, help="pictures to draw (default 8)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", default="unclip.png", help="PNG to write (default: unclip.png)")
-    g.add_argument("--guidance", type=float, default=1.0, help="decoder classifier-free guidance scale (default 1)")
+    g.add_argument("--guidance", type=float, default=None,
+                   help="decoder classifier-free guidance scale (default decoder.GUIDANCE, the sweep's best)")
     g.set_defaults(func=lambda a: __import__("minidalle.unclip").unclip.cli_generate(a.prompt, a.n, a.seed, a.out,
-                                                                                    a.guidance))
+                                                                                    _decoder_guidance(a)))
     for kind, what in (("decoder", "lesson 06's decoder (CLIP image embedding → base-resolution picture)"),
                        ("upsampler", "lesson 06's upsampler (base → twice the resolution)")):
         t = _train_parser(sub).add_parser(kind, help=f"train {what} (needs CLIP) into data/checkpoints/{kind}-PRESET")
@@ -265,5 +272,12 @@ def _unclip_commands(sub):
         t.set_defaults(func=lambda a, k=kind: __import__("minidalle.decoder").decoder.cli_train(k, a.resume))
     e = _eval_parser(sub).add_parser("unclip", help="the unCLIP ablation (prior vs text embedding vs GLIDE), oracle-judged")
     e.add_argument("--per-prompt", type=int, default=4, help="samples per prompt (default 4)")
-    e.add_argument("--guidance", type=float, default=1.0, help="decoder classifier-free guidance scale (default 1)")
-    e.set_defaults(func=lambda a: __import__("minidalle.unclip").unclip.cli_eval(a.per_prompt, a.guidance))
+    e.add_argument("--guidance", type=float, default=None,
+                   help="decoder classifier-free guidance scale (default decoder.GUIDANCE, the sweep's best)")
+    e.set_defaults(func=lambda a: __import__("minidalle.unclip").unclip.cli_eval(a.per_prompt, _decoder_guidance(a)))
+
+
+def _decoder_guidance(a) -> float:
+    from .decoder import GUIDANCE
+
+    return GUIDANCE if a.guidance is None else a.guidance

@@ -179,11 +179,19 @@ class Diffusion:
 
         x_{t'} = √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ²) ε̂ + σ z, with
         σ = η √((1−ᾱ_{t'})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t'}); ᾱ_{t'} = 1 past the end.
+
+        When x̂_0 is clipped, ε̂ is re-derived from the clipped x̂_0, ε̂ = (x_t − √ᾱ_t x̂_0)/√(1−ᾱ_t), so
+        that the two agree, as OpenAI's guided-diffusion code (GLIDE's, unCLIP's) does and diffusers
+        does with `use_clipped_model_output=True`. With the model's own ε̂ instead, a guided prediction
+        (s > 1) that overshoots [−1, 1] is pulled back in x̂_0 but not in ε̂: the step mixes two different
+        pictures and, clipped channel by channel, the colours drift (lesson 04 shows both).
         """
         a_t = float(self.alphas_cumprod[t])
         a_prev = float(self.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
         x0, eps = self.predict_x0_eps(out, x_t, t)
-        x0 = self._clip(x0)
+        if self.config.clip_x0:
+            x0 = self._clip(x0)
+            eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
         x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
         if eta > 0:

@@ -62,6 +62,22 @@ def prompt_suite(sample, per_prompt: int = 4, seed: int = 1) -> dict[str, tuple]
     return out
 
 
+def guidance_sweep(sampler_at, scales, prompts: list[str], per_prompt: int = 2, seed: int = 3) -> list[dict]:
+    """Fidelity against diversity per classifier-free guidance scale (lessons 04 and 06).
+
+    sampler_at(scale) is a model as `sample(captions, seed)`; each scale is judged on the same prompts and
+    seed. A row: scale, exact match (rate, lo, hi, n) and the mean pairwise pixel distance among one prompt's
+    samples. The course picks each model's default scale from such a sweep at seed 3, which no headline uses.
+    """
+    rows = []
+    for s in scales:
+        imgs, _, v = judge_samples(sampler_at(float(s)), prompts, per_prompt, seed)
+        r, lo, hi = rate([x["exact"] for x in v])
+        rows.append({"scale": s, "exact": r, "lo": lo, "hi": hi, "n": len(v),
+                     "diversity": pixel_diversity(imgs, per_prompt)})
+    return rows
+
+
 def print_suite(out: dict[str, tuple], heading: str) -> None:
     print(heading)
     for k, (r, lo, hi, n) in out.items():

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
-from .decoder import ETA, Decoder, decode, embedded_scenes, scenes, upsample
+from .decoder import ETA, GUIDANCE, Decoder, decode, embedded_scenes, scenes, upsample
 from .glide import check_prompt
 from .oracle import judge
 from .presets import get_preset
@@ -80,14 +80,14 @@ def image_embeddings(pipe: UnCLIP, images: torch.Tensor) -> torch.Tensor:
 
 
 def pixels_from_embeddings(pipe: UnCLIP, emb: torch.Tensor, captions: list[str] | None = None, seed: int = 0,
-                           guidance: float = 1.0, upsampled: bool = True, known: tuple | None = None) -> torch.Tensor:
+                           guidance: float = GUIDANCE, upsampled: bool = True, known: tuple | None = None) -> torch.Tensor:
     """Decoder (+ upsampler): image embeddings (B, D) → pictures (B, 3, R, R) in [0, 1]."""
     low = decode(pipe.decoder, emb, captions, guidance=guidance, seed=seed, known=known)   # (B, 3, base, base)
     return upsample(pipe.upsampler, low, emb, seed=seed + 1) if upsampled else low
 
 
 def generate(pipe: UnCLIP, prompts: list[str] | str, seed: int = 0, embedding: str = "prior",
-             guidance: float = 1.0, upsampled: bool = True, captions: bool = True) -> torch.Tensor:
+             guidance: float = GUIDANCE, upsampled: bool = True, captions: bool = True) -> torch.Tensor:
     """Text → pictures (B, 3, R, R) in [0, 1]: the whole unCLIP cascade, one picture per prompt.
 
     embedding: "prior" (sample it, keeping the closer of two candidates) or "text"
@@ -193,12 +193,15 @@ def reconstruction(model, clip_model, n: int = 160, seed: int = 4242) -> tuple[f
     return (*rate(hits), len(hits))
 
 
-def ablation(pipe: UnCLIP, glide_model=None, per_prompt: int = 4, guidance: float = 1.0) -> dict[str, dict]:
+def ablation(pipe: UnCLIP, glide_model=None, per_prompt: int = 4, guidance: float = GUIDANCE) -> dict[str, dict]:
     """unCLIP §5.1 with the oracle: {variant: prompt_suite result} (single- and two-object prompts, 95% intervals).
 
-    Every variant samples with DDIM 50 at the decoder's noise level η (`decoder.ETA`), GLIDE included.
+    Each model samples as it does by default: the decoder variants with DDIM 50 at η = `decoder.ETA` and
+    decoder guidance `guidance`, GLIDE with DDIM 50 at η = 0 and its own scale `glide.GUIDANCE` (each scale the
+    best of its own sweep).
     """
     from .evaluation import prompt_suite
+    from .glide import GUIDANCE as GLIDE_GUIDANCE
     from .glide import generate as glide_generate
 
     variants = {
@@ -209,13 +212,13 @@ def ablation(pipe: UnCLIP, glide_model=None, per_prompt: int = 4, guidance: floa
                                                                                upsampled=False),
     }
     if glide_model is not None:
-        variants["GLIDE: text only (base res, s = 1)"] = lambda caps, s: glide_generate(glide_model, caps, 1.0, 50,
-                                                                                       "ddim", s, eta=ETA)
+        name = f"GLIDE: text only (base res, s = {GLIDE_GUIDANCE:g})"
+        variants[name] = lambda caps, s: glide_generate(glide_model, caps, seed=s)
     return {name: prompt_suite(fn, per_prompt) for name, fn in variants.items()}
 
 
 # ------------------------------------------------------------------ commands
-def cli_generate(prompt: str, n: int = 8, seed: int = 0, out: str = "unclip.png", guidance: float = 1.0) -> str:
+def cli_generate(prompt: str, n: int = 8, seed: int = 0, out: str = "unclip.png", guidance: float = GUIDANCE) -> str:
     """`python -m minidalle generate "PROMPT" --n 8 --seed S --out FILE.png`: n pictures in a grid PNG."""
     import time
 
@@ -250,9 +253,9 @@ def cli_generate(prompt: str, n: int = 8, seed: int = 0, out: str = "unclip.png"
     return out
 
 
-def cli_eval(per_prompt: int = 4, guidance: float = 1.0) -> dict:
+def cli_eval(per_prompt: int = 4, guidance: float = GUIDANCE) -> dict:
     """`python -m minidalle eval unclip`: the §5.1 ablation (with GLIDE when trained) and the cascade's own parts."""
-    from .evaluation import print_suite
+    from .evaluation import SINGLE_PROMPTS, guidance_sweep, print_suite
     from .glide import load_trained as load_glide
 
     pipe = load()
@@ -269,4 +272,10 @@ def cli_eval(per_prompt: int = 4, guidance: float = 1.0) -> dict:
     for kind, model in (("decoder", pipe.decoder), ("upsampler", pipe.upsampler)):
         r, lo, hi, n = reconstruction(model, pipe.clip)
         print(f"{kind} from the true embedding of held-out scenes: caption exact {r:.3f} [{lo:.3f}, {hi:.3f}] n={n}")
+    out["sweep"] = guidance_sweep(lambda s: lambda caps, seed: generate(pipe, caps, seed, guidance=s), (1, 2, 3, 5, 8),
+                                  SINGLE_PROMPTS, per_prompt=2, seed=3)
+    print("decoder guidance sweep, the whole cascade (40 single-object prompts × 2, prompt seed 3; "
+          "decoder.GUIDANCE is its smallest best scale)")
+    for r in out["sweep"]:
+        print(f"  s = {r['scale']:g}  exact {r['exact']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]  diversity {r['diversity']:.3f}")
     return out

@@ -3,8 +3,10 @@
 The reference checks compare in float64 against diffusers' DDPMScheduler and
 DDIMScheduler (a test-only peer, requirements-peers.txt) with the settings
 minidalle follows: variance "fixed_small", "leading" timestep spacing,
-steps_offset 0, set_alpha_to_one, clip_sample at 1. The same model output and
-the same seeded noise go into both.
+steps_offset 0, set_alpha_to_one, clip_sample at 1, and for DDIM
+use_clipped_model_output (ε̂ re-derived from the clipped x̂_0, as OpenAI's
+guided-diffusion code does). The same model output and the same seeded noise
+go into both.
 """
 import math
 
@@ -156,7 +158,8 @@ def test_ddim_step_matches_diffusers(schedule, prediction, eta):
         t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
         x, out = _inputs(t)
         noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(7 + t), dtype=torch.float64)
-        want = ref.step(out, t, x, eta=eta, generator=torch.Generator().manual_seed(7 + t)).prev_sample
+        want = ref.step(out, t, x, eta=eta, use_clipped_model_output=True,
+                        generator=torch.Generator().manual_seed(7 + t)).prev_sample
         assert _close(d.ddim_step(out, x, t, t_prev, eta, noise), want), (t, schedule, prediction, eta)
 
 
@@ -167,8 +170,10 @@ def test_wrong_sampler_is_caught():
     ref.set_timesteps(25)
     x, out = _inputs(3)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    want = ref.step(out, 480, x, eta=0.0).prev_sample
+    want = ref.step(out, 480, x, eta=0.0, use_clipped_model_output=True).prev_sample
     assert _close(d.ddim_step(out, x, 480, 440), want)
+    # ε̂ must come from the clipped x̂_0 (guided-diffusion's convention), not the model's own output
+    assert not _close(d.ddim_step(out, x, 480, 440), ref.step(out, 480, x, eta=0.0).prev_sample)
     assert not _close(d.ddim_step(out, x, 480, 439), want)
     assert not _close(d.ddim_step(out, x, 480, 440, eta=0.5, noise=noise), want)
     assert not _close(d.ddpm_step(out, x, 480, noise, t_prev=440), want)

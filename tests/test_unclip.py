@@ -165,12 +165,23 @@ def shipped_pipe():
     return load("cpu")
 
 
-def test_shipped_cascade_draws_the_asked_colour(shipped_pipe):
-    """The shipped cascade gets the colour of single-object prompts right far above chance (1 in 8)."""
+@pytest.fixture(scope="module")
+def shipped_verdicts(shipped_pipe):
+    """The cascade on eval unclip's single-object suite (40 prompts × 4, prompt seed 1, decoder.GUIDANCE). ≈ 40 s."""
     from minidalle.evaluation import SINGLE_PROMPTS, judge_samples
 
-    _, _, v = judge_samples(lambda caps, s: generate(shipped_pipe, caps, s), SINGLE_PROMPTS, 1, seed=1)
-    assert sum(x["colour"] for x in v) / len(v) >= 0.75
+    return judge_samples(lambda caps, s: generate(shipped_pipe, caps, s), SINGLE_PROMPTS, 4, seed=1)[2]
+
+
+def test_shipped_cascade_draws_the_asked_colour_and_mostly_the_shape(shipped_verdicts):
+    """eval unclip: colour 1.000, shape 0.81 at 8,000 decoder steps (before: shape 0.44 at 3,400 steps, s = 1)."""
+    assert sum(x["colour"] for x in shipped_verdicts) / len(shipped_verdicts) >= 0.95
+    assert sum(x["shape"] for x in shipped_verdicts) / len(shipped_verdicts) >= 0.70
+
+
+@pytest.mark.xfail(strict=True, reason="issue 6: the cascade's single-object exact match is below the bar of 0.80")
+def test_shipped_cascade_meets_the_single_object_bar(shipped_verdicts):
+    assert sum(x["exact"] for x in shipped_verdicts) / len(shipped_verdicts) >= 0.80
 
 
 def test_a_missing_checkpoint_is_one_clear_line(monkeypatch, capsys):
