@@ -205,7 +205,7 @@ def train(model: nn.Module, clip_model, name=None, resume: bool = False, show_pr
 ETA = 1.0       # DDIM's noise level η (0: deterministic; 1: as random as DDPM). Chosen by the cascade's
                 # single-object exact match on a prompt seed no measurement uses; lesson 06 and the book's
                 # results page compare η = 0 and 1
-GUIDANCE = 8.0  # the decoder's classifier-free guidance scale: the smallest best scale of `eval unclip`'s sweep of
+GUIDANCE = 5.0  # the decoder's classifier-free guidance scale: the smallest best scale of `eval unclip`'s sweep of
                 # the cascade (prompt seed 3), not of the headline measurement (seed 1)
 
 
