@@ -25,7 +25,8 @@ The papers, section by section:
 
 Conventions match diffusers' `DDPMScheduler` / `DDIMScheduler` (``fixed_small``
 variance, ``leading`` timestep spacing, ``steps_offset=0``,
-``set_alpha_to_one=True``), and `tests/test_diffusion.py` checks that they agree
+``set_alpha_to_one=True``; DDIM with ``use_clipped_model_output=True``, as in
+OpenAI's guided-diffusion code), and `tests/test_diffusion.py` checks that they agree
 to 1e-6. Schedules are kept in float64 and cast to the sample's dtype on use.
 """
 from __future__ import annotations

@@ -257,7 +257,7 @@ def train(model: nn.Module, config, name=None, resume: bool = False, show_progre
 
 # ------------------------------------------------------------------ sampling
 GUIDANCE = 2.0      # the classifier-free guidance scale GLIDE samples at by default: the smallest best scale of `eval glide`'s
-                    # sweep (prompt seed 3), not of the headline measurement (seed 1); GLIDE's paper samples at 3 too
+                    # sweep (prompt seed 3), not of the headline measurement (seed 1); GLIDE's paper samples at 3
 
 
 def to_images(x: torch.Tensor) -> torch.Tensor:
