@@ -215,13 +215,13 @@ def _diffusion_commands(sub):
         e.add_argument("--plot", default=None, help="PNG for the guidance sweep (glide)")
         e.add_argument("--guidance", type=float, default=None,
                        help="classifier-free guidance scale (glide; default glide.GUIDANCE, the sweep's best)")
-        e.set_defaults(func=lambda a, k=kind: _glide_eval(k, a))
+        e.set_defaults(func=lambda a, k=kind: __import__("minidalle.glide").glide.cli_eval(k, a.per_prompt, a.plot,
+                                                                                          **_guidance(a)))
 
 
-def _glide_eval(kind, a):
-    from . import glide
-
-    return glide.cli_eval(kind, a.per_prompt, a.plot, glide.GUIDANCE if a.guidance is None else a.guidance)
+def _guidance(a) -> dict:
+    """--guidance when given; otherwise nothing, so the model's own default scale (its sweep's best) applies."""
+    return {} if a.guidance is None else {"guidance": a.guidance}
 
 
 def _dalle_commands(sub):
@@ -264,7 +264,7 @@ def _unclip_commands(sub):
     g.add_argument("--guidance", type=float, default=None,
                    help="decoder classifier-free guidance scale (default decoder.GUIDANCE, the sweep's best)")
     g.set_defaults(func=lambda a: __import__("minidalle.unclip").unclip.cli_generate(a.prompt, a.n, a.seed, a.out,
-                                                                                    _decoder_guidance(a)))
+                                                                                    **_guidance(a)))
     for kind, what in (("decoder", "lesson 06's decoder (CLIP image embedding → base-resolution picture)"),
                        ("upsampler", "lesson 06's upsampler (base → twice the resolution)")):
         t = _train_parser(sub).add_parser(kind, help=f"train {what} (needs CLIP) into data/checkpoints/{kind}-PRESET")
@@ -274,10 +274,4 @@ def _unclip_commands(sub):
     e.add_argument("--per-prompt", type=int, default=4, help="samples per prompt (default 4)")
     e.add_argument("--guidance", type=float, default=None,
                    help="decoder classifier-free guidance scale (default decoder.GUIDANCE, the sweep's best)")
-    e.set_defaults(func=lambda a: __import__("minidalle.unclip").unclip.cli_eval(a.per_prompt, _decoder_guidance(a)))
-
-
-def _decoder_guidance(a) -> float:
-    from .decoder import GUIDANCE
-
-    return GUIDANCE if a.guidance is None else a.guidance
+    e.set_defaults(func=lambda a: __import__("minidalle.unclip").unclip.cli_eval(a.per_prompt, **_guidance(a)))

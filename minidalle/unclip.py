@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
-from .decoder import ETA, GUIDANCE, Decoder, decode, embedded_scenes, scenes, upsample
+from .decoder import GUIDANCE, Decoder, decode, embedded_scenes, scenes, upsample
 from .glide import check_prompt
 from .oracle import judge
 from .presets import get_preset
