@@ -25,8 +25,9 @@ details follow the paper at small scale:
   **classifier-free guidance** uses the caption dropout of training (the
   all-pad caption is the unconditional one).
 * **CLIP re-ranking** (§2.6; `rerank`) draws N images a prompt and keeps the
-  one minidalle's CLIP scores highest; **completion** (`complete`) keeps the
-  given top rows of tokens and samples the rest.
+  one minidalle's CLIP scores highest (by the paper's cosine, or by CLIP's
+  probability of the prompt against other captions); **completion**
+  (`complete`) keeps the given top rows of tokens and samples the rest.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def dalle_config(preset: str | None = None, codes: int | None = None) -> DALLECo
     from .dvae import dvae_config
 
     p = get_preset(preset)
-    steps = {"ci": 10, "cpu": 8000, "gpu": 20_000}[p.name]
+    steps = {"ci": 10, "cpu": 12_000, "gpu": 20_000}[p.name]
     train = TrainConfig(steps=steps, batch={"ci": 8, "cpu": 32, "gpu": 256}[p.name], lr=1e-3,
                         warmup=min(200, steps // 5), weight_decay=0.01, n_train=p.n_train,
                         log_every=max(1, steps // 50), ema=0.0)
@@ -275,19 +276,28 @@ def complete(model: DALLE, vae, images: torch.Tensor, prompts: list[str], rows: 
 
 
 @torch.no_grad()
-def rerank(images: torch.Tensor, prompts: list[str], per_prompt: int, keep: int = 1, clip_model=None) -> torch.Tensor:
+def rerank(images: torch.Tensor, prompts: list[str], per_prompt: int, keep: int = 1, clip_model=None,
+           against: list[str] | None = None) -> torch.Tensor:
     """CLIP re-ranking (§2.6): of each prompt's per_prompt images (grouped), keep the `keep` CLIP likes best.
 
     images: (P·per_prompt, 3, res, res) in [0, 1]; returns (P·keep, 3, res, res). CLIP reads 32×32 images, as the
-    dVAE draws them.
+    dVAE draws them. The score is the paper's: the cosine of image and prompt. With `against` (other captions),
+    it is instead CLIP's log-probability of the prompt among all the captions in play (`against` and `prompts`)
+    at CLIP's own temperature: the scaled cosine minus a log-sum-exp over those captions, so an image that CLIP
+    finds close to *every* caption no longer wins for that alone (lesson 09 compares the two).
     """
     from .clip import load_trained as load_clip
     from .clip_eval import embed_images, embed_texts
 
     clip_model = clip_model or load_clip(train_if_missing=False)[0]
     pictures = (images.clamp(0, 1) * 255).round().to(torch.uint8)              # embed_images reads uint8
-    scores = (embed_images(clip_model, pictures) * embed_texts(clip_model, prompts).repeat_interleave(per_prompt, 0)
-              ).sum(-1)                                                           # (P·per_prompt,) cosine
+    img = embed_images(clip_model, pictures)                                     # (P·per_prompt, D), unit length
+    captions = list(dict.fromkeys([*prompts, *(against or [])]))                 # (C,) unique, prompts first
+    table = img @ embed_texts(clip_model, captions).T                            # (P·per_prompt, C) cosines
+    own = torch.tensor([captions.index(p) for p in prompts]).repeat_interleave(per_prompt)   # each image's prompt
+    if against is not None:
+        table = (clip_model.scale().item() * table).log_softmax(1)               # log p(caption | image), CLIP's τ
+    scores = table[torch.arange(len(img)), own]                                  # (P·per_prompt,)
     best = scores.view(len(prompts), per_prompt).topk(keep, dim=1).indices                    # (P, keep)
     idx = (best + torch.arange(len(prompts))[:, None] * per_prompt).flatten()
     return images[idx]

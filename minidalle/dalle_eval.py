@@ -28,19 +28,23 @@ def sampler(model, vae, **sampling):
 
 
 def rerank_curve(model, vae, clip_model, ns=(1, 4, 16, 64), prompts=SINGLE_PROMPTS, seed: int = 5) -> list[dict]:
-    """Oracle exact match when CLIP keeps the best of N, for each N (§2.6; the paper draws this curve for FID).
+    """Oracle exact match when CLIP keeps the best of N, for each N and both scores (§2.6; the paper draws this
+    curve for FID).
 
     One pool of max(ns) samples a prompt; for each N it is cut into groups of N and CLIP keeps
-    one image a group, so every N is judged on the same samples (max(ns)/N kept a prompt).
+    one image a group, so every N and both scores are judged on the same samples (max(ns)/N kept a prompt).
+    Scores (`dalle.rerank`): "cosine", the paper's, and "caption probability", CLIP's probability of the
+    prompt against the other prompts. N = 1 keeps every sample, under either score.
     """
     top = max(ns)
     images, caps, _ = judge_samples(sampler(model, vae), prompts, top, seed)     # (P·top, 3, R, R)
     rows = []
-    for n in ns:
-        groups = [p for p in prompts for _ in range(top // n)]                       # one caption per group of n
-        kept = dalle.rerank(images, groups, per_prompt=n, clip_model=clip_model)
-        hits = [v["exact"] for v in judge(kept, groups)]
-        rows.append({"N": n, "exact": rate(hits), "n": len(hits)})
+    for score, against in (("cosine", None), ("caption probability", list(prompts))):
+        for n in ns:
+            groups = [p for p in prompts for _ in range(top // n)]                   # one caption per group of n
+            kept = dalle.rerank(images, groups, per_prompt=n, clip_model=clip_model, against=against)
+            hits = [v["exact"] for v in judge(kept, groups)]
+            rows.append({"score": score, "N": n, "exact": rate(hits), "n": len(hits)})
     return rows
 
 
@@ -100,8 +104,9 @@ def cli_eval(kind: str, n: int = 500, per_prompt: int = 4) -> dict:
         model, _ = dvae.load_trained()
         out = dvae.evaluate(model, n)
         for k, row in out.items():
-            same = row.get("same_scene")
-            extra = f"  same scene graph {same['value']:.3f} [{same['lo']:.3f}, {same['hi']:.3f}] n={same['n']}" if same else ""
+            same, blur = row.get("same_scene"), row.get("same_scene_blurred")
+            extra = (f"  same scene graph {same['value']:.3f} [{same['lo']:.3f}, {same['hi']:.3f}] n={same['n']}"
+                     f"  (originals blurred 3×3: {blur['value']:.3f} [{blur['lo']:.3f}, {blur['hi']:.3f}])" if same else "")
             print(f"  {k:11s} MSE {row['mse']:.4f}  perplexity {row['perplexity']:.1f}  codes used "
                   f"{row['used']:.3f}{extra}")
         return out
@@ -117,7 +122,7 @@ def cli_eval(kind: str, n: int = 500, per_prompt: int = 4) -> dict:
     print("CLIP re-ranking: exact match of the kept image, best of N (40 single-object prompts, one pool of 64 each)")
     for r in curve:
         x, lo, hi = r["exact"]
-        print(f"  N = {r['N']:2d}  {x:.3f}  [{lo:.3f}, {hi:.3f}]  n={r['n']}")
+        print(f"  {r['score']:19s}  N = {r['N']:2d}  {x:.3f}  [{lo:.3f}, {hi:.3f}]  n={r['n']}")
     comp = completion_probe(model, vae)
     print_suite(comp["rates"], "completion: top half kept, 'a C1 S1 above a C2 S2' asked for")
     return {**out, "rerank": curve, "completion": comp["rates"]}

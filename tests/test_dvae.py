@@ -60,6 +60,23 @@ def test_kl_to_uniform_is_zero_for_uniform_logits():
     assert logs["kl"] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_diversity_term_penalises_an_unused_codebook_not_confident_tokens(monkeypatch):
+    """KL(batch-mean q ‖ uniform) is ≈ 0 when confident tokens share the codes out evenly, ≈ log K when all pick one."""
+    c = dvae_config("ci")                                                          # 64 codes, an 8×8 grid
+    vae = DVAE(c)
+    spread = torch.eye(c.codes).view(c.codes, 8, 8).unsqueeze(0) * 30.0             # cell h·8+w is sure of code h·8+w
+    one = torch.zeros(1, c.codes, 8, 8)
+    one[:, 0] = 30.0                                                               # every cell sure of code 0
+    logs = {}
+    for name, logits in (("spread", spread), ("one", one)):
+        monkeypatch.setattr(vae, "logits", lambda x, lg=logits: lg.expand(len(x), -1, -1, -1))
+        logs[name] = vae.loss(torch.zeros(2, 3, 32, 32), tau=1.0, beta=0.0)[1]
+    log_k = torch.tensor(float(c.codes)).log().item()
+    assert logs["spread"]["kl"] == pytest.approx(log_k, abs=1e-3) == logs["one"]["kl"]   # per token: both confident
+    assert logs["spread"]["kl_batch"] == pytest.approx(0.0, abs=1e-3)
+    assert logs["one"]["kl_batch"] == pytest.approx(log_k, abs=1e-3)
+
+
 def test_usage_perplexity():
     assert usage(torch.arange(16), 16)["perplexity"] == pytest.approx(16)
     u = usage(torch.zeros(10, dtype=torch.long), 16)
@@ -101,10 +118,11 @@ def shipped():
 
 def test_shipped_dvae_keeps_single_objects_and_uses_its_codebook(shipped):
     assert shipped["1 object"]["same_scene"]["value"] >= 0.98, shipped["1 object"]
-    assert shipped["1-4 objects"]["perplexity"] > 10 and shipped["1-4 objects"]["used"] > 0.05
+    assert shipped["1-4 objects"]["perplexity"] > 50 and shipped["1-4 objects"]["used"] > 0.5   # no collapse
 
 
-@pytest.mark.xfail(strict=True, reason="issue 5: two-object reconstructions keep the scene ≈ 0.82 of the time "
-                                        "(bar 0.98); overlapping objects blur within a 4×4-pixel token cell")
+@pytest.mark.xfail(strict=True, reason="issue 5: two-object reconstructions keep the scene ≈ 0.84 of the time "
+                                        "(bar 0.98; originals blurred by one pixel: 0.94); a small object on a "
+                                        "larger one smudges within a 4×4-pixel token cell")
 def test_shipped_dvae_meets_the_two_object_bar(shipped):
     assert shipped["2 objects"]["same_scene"]["value"] >= 0.98, shipped["2 objects"]
