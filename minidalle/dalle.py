@@ -25,8 +25,8 @@ details follow the paper at small scale:
   **classifier-free guidance** uses the caption dropout of training (the
   all-pad caption is the unconditional one).
 * **CLIP re-ranking** (§2.6; `rerank`) draws N images a prompt and keeps the
-  one minidalle's CLIP scores highest (by the paper's cosine, or by CLIP's
-  probability of the prompt against other captions); **completion**
+  one minidalle's CLIP scores highest (`clip_scores`: the paper's cosine, or
+  CLIP's probability of the prompt against other captions); **completion**
   (`complete`) keeps the given top rows of tokens and samples the rest.
 """
 from __future__ import annotations
@@ -276,15 +276,15 @@ def complete(model: DALLE, vae, images: torch.Tensor, prompts: list[str], rows: 
 
 
 @torch.no_grad()
-def rerank(images: torch.Tensor, prompts: list[str], per_prompt: int, keep: int = 1, clip_model=None,
-           against: list[str] | None = None) -> torch.Tensor:
-    """CLIP re-ranking (§2.6): of each prompt's per_prompt images (grouped), keep the `keep` CLIP likes best.
+def clip_scores(images: torch.Tensor, prompts: list[str], per_prompt: int, clip_model=None,
+                against: list[str] | None = None) -> torch.Tensor:
+    """CLIP's score of each image for its prompt (§2.6): (P·per_prompt,), images grouped per_prompt a prompt.
 
-    images: (P·per_prompt, 3, res, res) in [0, 1]; returns (P·keep, 3, res, res). CLIP reads 32×32 images, as the
-    dVAE draws them. The score is the paper's: the cosine of image and prompt. With `against` (other captions),
-    it is instead CLIP's log-probability of the prompt among all the captions in play (`against` and `prompts`)
-    at CLIP's own temperature: the scaled cosine minus a log-sum-exp over those captions, so an image that CLIP
-    finds close to *every* caption no longer wins for that alone (lesson 09 compares the two).
+    images: (P·per_prompt, 3, res, res) in [0, 1]; CLIP reads 32×32 images, as the dVAE draws them. The score is
+    the paper's: the cosine of image and prompt. With `against` (other captions), it is instead CLIP's
+    log-probability of the prompt among all the captions in play (`against` and `prompts`) at CLIP's own
+    temperature: the scaled cosine minus a log-sum-exp over those captions, so an image that CLIP finds close
+    to *every* caption no longer wins for that alone (lesson 09 compares the two).
     """
     from .clip import load_trained as load_clip
     from .clip_eval import embed_images, embed_texts
@@ -292,15 +292,27 @@ def rerank(images: torch.Tensor, prompts: list[str], per_prompt: int, keep: int 
     clip_model = clip_model or load_clip(train_if_missing=False)[0]
     pictures = (images.clamp(0, 1) * 255).round().to(torch.uint8)              # embed_images reads uint8
     img = embed_images(clip_model, pictures)                                     # (P·per_prompt, D), unit length
-    captions = list(dict.fromkeys([*prompts, *(against or [])]))                 # (C,) unique, prompts first
-    table = img @ embed_texts(clip_model, captions).T                            # (P·per_prompt, C) cosines
-    own = torch.tensor([captions.index(p) for p in prompts]).repeat_interleave(per_prompt)   # each image's prompt
+    column = {c: i for i, c in enumerate(dict.fromkeys([*prompts, *(against or [])]))}   # captions in play
+    table = img @ embed_texts(clip_model, list(column)).T                        # (P·per_prompt, C) cosines
     if against is not None:
         table = (clip_model.scale().item() * table).log_softmax(1)               # log p(caption | image), CLIP's τ
-    scores = table[torch.arange(len(img)), own]                                  # (P·per_prompt,)
-    best = scores.view(len(prompts), per_prompt).topk(keep, dim=1).indices                    # (P, keep)
-    idx = (best + torch.arange(len(prompts))[:, None] * per_prompt).flatten()
-    return images[idx]
+    own = torch.tensor([column[p] for p in prompts]).repeat_interleave(per_prompt)      # each image's prompt
+    return table[torch.arange(len(img)), own]
+
+
+def best_of(scores: torch.Tensor, per_group: int, keep: int = 1) -> torch.Tensor:
+    """Indices of the `keep` highest scores in each consecutive group of per_group: (G·keep,), best first."""
+    best = scores.view(-1, per_group).topk(keep, dim=1).indices                 # (G, keep)
+    return (best + torch.arange(len(best))[:, None] * per_group).flatten()
+
+
+def rerank(images: torch.Tensor, prompts: list[str], per_prompt: int, keep: int = 1, clip_model=None,
+           against: list[str] | None = None) -> torch.Tensor:
+    """CLIP re-ranking (§2.6): of each prompt's per_prompt images (grouped), keep the `keep` CLIP likes best.
+
+    images: (P·per_prompt, 3, res, res) in [0, 1]; returns (P·keep, 3, res, res). Scores: `clip_scores`.
+    """
+    return images[best_of(clip_scores(images, prompts, per_prompt, clip_model, against), per_prompt, keep)]
 
 
 # ------------------------------------------------------------------ training

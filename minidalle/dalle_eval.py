@@ -40,10 +40,10 @@ def rerank_curve(model, vae, clip_model, ns=(1, 4, 16, 64), prompts=SINGLE_PROMP
     images, caps, _ = judge_samples(sampler(model, vae), prompts, top, seed)     # (P·top, 3, R, R)
     rows = []
     for score, against in (("cosine", None), ("caption probability", list(prompts))):
+        scores = dalle.clip_scores(images, list(prompts), top, clip_model, against)   # (P·top,) once for every N
         for n in ns:
             groups = [p for p in prompts for _ in range(top // n)]                   # one caption per group of n
-            kept = dalle.rerank(images, groups, per_prompt=n, clip_model=clip_model, against=against)
-            hits = [v["exact"] for v in judge(kept, groups)]
+            hits = [v["exact"] for v in judge(images[dalle.best_of(scores, n)], groups)]
             rows.append({"score": score, "N": n, "exact": rate(hits), "n": len(hits)})
     return rows
 

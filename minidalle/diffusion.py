@@ -191,7 +191,7 @@ class Diffusion:
         a_prev = float(self.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
         x0, eps = self.predict_x0_eps(out, x_t, t)
         if self.config.clip_x0:
-            x0 = self._clip(x0)
+            x0 = x0.clamp(-1, 1)
             eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
         x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps

@@ -174,8 +174,9 @@ class DVAE(nn.Module):
         error = F.l1_loss if self.config.recon == "l1" else F.mse_loss
         recon = error(self.decode_soft(z), images)
         logq = F.log_softmax(logits, 1)
-        kl = (logq.exp() * (logq + math.log(self.config.codes))).sum(1).mean()     # per token, nats
-        q_bar = logq.exp().mean((0, 2, 3))                                         # (K,) the batch's code use
+        q = logq.exp()                                                             # (B, K, g, g)
+        kl = (q * (logq + math.log(self.config.codes))).sum(1).mean()              # per token, nats
+        q_bar = q.mean((0, 2, 3))                                                  # (K,) the batch's code use
         kl_bar = (q_bar * (q_bar.clamp_min(1e-12).log() + math.log(self.config.codes))).sum()
         loss = recon + beta * kl + self.config.diversity * kl_bar
         return loss, {"recon": recon.item(), "kl": kl.item(), "kl_batch": kl_bar.item()}
