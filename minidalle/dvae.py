@@ -17,10 +17,16 @@ of a few hundred codes (`notebooks/08_dvae.ipynb` explains every step).
   works at full resolution, which keeps a training step cheap).
 * The loss is an ELBO: reconstruction plus β·KL(q(z|x) ‖ uniform prior over the
   K codes), with β ramped up from 0 (`kl_weight`). The KL term pushes the encoder
-  to spread its mass over many codes, which keeps the codebook in use. The
-  reconstruction term is a squared error, the log-likelihood of a Gaussian;
-  the paper uses a logit-Laplace likelihood (App. A.3), and `recon="l1"` gives
-  a plain Laplace one.
+  to spread its mass over many codes, which keeps the codebook in use.
+* The reconstruction term is a negative log-likelihood: by default a squared
+  error, a Gaussian's (`recon="l1"`: a Laplace's). The paper's logit-Laplace
+  (App. A.3) also treats pixels as continuous values. A clean shapes-world
+  render holds only nine colours, so `recon="palette"` offers a **categorical
+  over those nine colours** at every pixel (the decoder gives 9 logits a
+  pixel, and decoding paints the likeliest colour), as PixelRNN and PixelCNN
+  (van den Oord et al. 2016) use a 256-way softmax over pixel values. It
+  reconstructs pairs of objects better, but the transformer of lesson 09 drew
+  worse from its tokens, so it is not the default (book/results.md).
 * The per-token KL alone let our small dVAE settle on 47 of its 512 codes. A
   **diversity term** — the KL from the *batch-averaged* code distribution to
   uniform, wav2vec 2.0's codebook-diversity loss (Baevski et al. 2020, §3.3) —
@@ -44,8 +50,12 @@ from torch import nn
 
 from . import checkpoint
 from .presets import get_preset
+from .render import PALETTE
 from .trainer import TrainConfig, fit
-from .world import SceneSpec
+from .world import BACKGROUND, SceneSpec
+
+WORLD_COLOURS = torch.cat([torch.tensor([BACKGROUND]), PALETTE]) * 2 - 1   # (9, 3) in [−1, 1]: black, then the palette
+RECONS = ("palette", "mse", "l1")
 
 
 @dataclass
@@ -63,16 +73,18 @@ class DVAEConfig:
     kl_max: float = 1e-3            # β, reached ...
     kl_steps: int = 600             # ... after these steps (cosine ramp from 0)
     diversity: float = 0.01         # weight of KL(batch-mean q ‖ uniform): keeps the codebook in use
-    recon: str = "mse"              # reconstruction error: "mse" (Gaussian) or "l1" (Laplace)
+    recon: str = "mse"              # likelihood: "mse" (Gaussian), "l1" (Laplace), "palette" (the 9 world colours)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
         if self.res != 4 * self.grid:
             raise ValueError(f"the dVAE downsamples 4×: res must be 4·grid, got res {self.res}, grid {self.grid}")
+        if self.recon not in RECONS:
+            raise ValueError(f"recon must be one of {RECONS}, got {self.recon!r}")
 
 
 def dvae_config(preset: str | None = None) -> DVAEConfig:
-    """The named preset's dVAE (ci: seconds; cpu: 32×32 → 8×8 of 512 codes in minutes; gpu: 1,024 codes, longer)."""
+    """The named preset's dVAE (ci: seconds; cpu: 32×32 → 8×8 of 512 codes in minutes; gpu: 1,024 codes)."""
     p = get_preset(preset).name
     steps = {"ci": 10, "cpu": 8000, "gpu": 10_000}[p]
     train = TrainConfig(steps=steps, batch={"ci": 16, "cpu": 32, "gpu": 256}[p], lr=2e-3, warmup=min(100, steps // 5),
@@ -109,6 +121,12 @@ class ResBlock(nn.Module):
         return x + self.net(x)
 
 
+def colour_index(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [−1, 1] → long (B, H, W): the nearest of the 9 world colours at each pixel."""
+    d = ((images[:, None] - WORLD_COLOURS.to(images.device)[None, :, :, None, None]) ** 2).sum(2)   # (B, 9, H, W)
+    return d.argmin(1)
+
+
 def gumbel_softmax(logits: torch.Tensor, tau: float, dim: int = 1, generator=None) -> torch.Tensor:
     """softmax((logits + g) / τ) with g ~ Gumbel(0, 1): a differentiable, nearly one-hot sample."""
     u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).to(logits.device)
@@ -131,7 +149,12 @@ class DVAE(nn.Module):
         self.decoder = nn.Sequential(
             nn.Conv2d(c.code_dim, C, 1), ResBlock(C), ResBlock(C),                 # (B, C, grid, grid)
             nn.ConvTranspose2d(C, C, 4, stride=2, padding=1), ResBlock(C),         # (B, C, res/2, res/2)
-            nn.ReLU(), nn.ConvTranspose2d(C, 3, 4, stride=2, padding=1))           # (B, 3, res, res)
+            nn.ReLU(), nn.ConvTranspose2d(C, self.outputs, 4, stride=2, padding=1))  # (B, 9 or 3, res, res)
+
+    @property
+    def outputs(self) -> int:
+        """Decoder channels: 9 colour logits a pixel ("palette"), or 3 pixel values."""
+        return len(WORLD_COLOURS) if self.config.recon == "palette" else 3
 
     def _check(self, images: torch.Tensor) -> None:
         r = self.config.res
@@ -145,9 +168,15 @@ class DVAE(nn.Module):
         return self.encoder(images)
 
     def decode_soft(self, z: torch.Tensor) -> torch.Tensor:
-        """(Soft) one-hots (B, K, grid, grid) → images (B, 3, res, res)."""
+        """(Soft) one-hots (B, K, grid, grid) → the decoder's output (B, 9 or 3, res, res), see `outputs`."""
         emb = torch.einsum("bkhw,kd->bdhw", z, self.codebook)                     # (B, D, grid, grid)
         return self.decoder(emb)
+
+    def pixels(self, out: torch.Tensor) -> torch.Tensor:
+        """The decoder's output → images (B, 3, res, res) in [−1, 1]: the likeliest colour, or clamped values."""
+        if self.config.recon == "palette":
+            return WORLD_COLOURS.to(out.device)[out.argmax(1)].permute(0, 3, 1, 2)
+        return out.clamp(-1, 1)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -161,18 +190,21 @@ class DVAE(nn.Module):
             raise ValueError(f"tokens must be (B, {self.config.grid}, {self.config.grid}) ints in "
                              f"0..{self.config.codes - 1}; got {tuple(tokens.shape)}")
         z = F.one_hot(tokens, self.config.codes).permute(0, 3, 1, 2).float()      # (B, K, grid, grid)
-        return self.decode_soft(z).clamp(-1, 1)
+        return self.pixels(self.decode_soft(z))
 
     def loss(self, images: torch.Tensor, tau: float, beta: float, generator=None) -> tuple[torch.Tensor, dict]:
-        """The relaxed ELBO plus the diversity term, per pixel value and per token:
+        """The relaxed ELBO plus the diversity term, per pixel and per token:
 
-        ‖x − dec(gumbel_softmax(enc(x), τ))‖² + β·KL(q ‖ uniform) + diversity·KL(q̄ ‖ uniform),
-        q̄ being q averaged over the batch and the grid.
+        −log p(x | dec(gumbel_softmax(enc(x), τ))) + β·KL(q ‖ uniform) + diversity·KL(q̄ ‖ uniform),
+        q̄ being q averaged over the batch and the grid. −log p is the cross-entropy
+        against each pixel's world colour ("palette"), or a squared or absolute error.
         """
         logits = self.logits(images)                                               # (B, K, g, g)
-        z = gumbel_softmax(logits, tau, generator=generator)
-        error = F.l1_loss if self.config.recon == "l1" else F.mse_loss
-        recon = error(self.decode_soft(z), images)
+        out = self.decode_soft(gumbel_softmax(logits, tau, generator=generator))   # (B, 9 or 3, res, res)
+        if self.config.recon == "palette":
+            recon = F.cross_entropy(out, colour_index(images))
+        else:
+            recon = (F.l1_loss if self.config.recon == "l1" else F.mse_loss)(out, images)
         logq = F.log_softmax(logits, 1)
         q = logq.exp()                                                             # (B, K, g, g)
         kl = (q * (logq + math.log(self.config.codes))).sum(1).mean()              # per token, nats

@@ -1,11 +1,14 @@
 """The dVAE (lesson 08): the relaxation, the schedules, training, bad input, the shipped model."""
+import dataclasses
+
 import pytest
 import torch
 from conftest import first_and_last
 
 from minidalle import checkpoint
-from minidalle.dvae import (DVAE, checkpoint_name, dvae_config, evaluate, gumbel_softmax, kl_weight, temperature,
-                            train, usage)
+from minidalle.data import generate
+from minidalle.dvae import (DVAE, WORLD_COLOURS, checkpoint_name, colour_index, dvae_config, evaluate, gumbel_softmax,
+                            kl_weight, temperature, train, usage)
 from minidalle.oracle import same_scene
 from minidalle.world import Obj, Scene
 
@@ -50,6 +53,29 @@ def test_shapes_round_trip_and_bad_input():
         vae.decode(torch.full((2, 8, 8), c.codes))
     with pytest.raises(ValueError, match="res must be 4"):
         dvae_config("ci").__class__(res=32, grid=4)
+    with pytest.raises(ValueError, match="recon must be one of"):
+        dvae_config("ci").__class__(recon="gaussian")
+
+
+def test_palette_likelihood_is_the_cross_entropy_over_the_world_colours(monkeypatch):
+    """recon="palette": a render maps onto the 9 world colours; the loss is log 9 for uniform logits, ≈ 0 for
+    sure and right ones; decoding paints only world colours. The default decoder gives pixel values instead."""
+    x = generate(8, 32, seed=3).images.float() / 127.5 - 1                       # (8, 3, 32, 32)
+    index = colour_index(x)                                                       # (8, 32, 32) in 0..8
+    assert (WORLD_COLOURS[index].permute(0, 3, 1, 2) - x).abs().max() < 0.01     # exact, up to uint8 rounding
+    assert set(index.unique().tolist()) > {0}                                     # black and some colours
+    vae = DVAE(dataclasses.replace(dvae_config("ci"), recon="palette"))
+    recon = {}
+    for name, out in (("uniform", torch.zeros(8, 9, 32, 32)),
+                      ("sure", torch.nn.functional.one_hot(index, 9).permute(0, 3, 1, 2) * 50.0)):
+        monkeypatch.setattr(vae, "decode_soft", lambda z, out=out: out)
+        recon[name] = vae.loss(x, tau=1.0, beta=0.0)[1]["recon"]
+    assert recon["uniform"] == pytest.approx(torch.tensor(9.0).log().item(), abs=1e-5)
+    assert recon["sure"] == pytest.approx(0.0, abs=1e-5)
+    monkeypatch.undo()
+    y = vae.decode(vae.encode(x))                                                 # untrained: any colours, but world ones
+    assert (WORLD_COLOURS[colour_index(y)].permute(0, 3, 1, 2) == y).all()
+    assert DVAE(dvae_config("ci")).decode_soft(torch.rand(2, 64, 8, 8)).shape == (2, 3, 32, 32)
 
 
 def test_kl_to_uniform_is_zero_for_uniform_logits():
