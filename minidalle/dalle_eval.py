@@ -37,13 +37,12 @@ def rerank_curve(model, vae, clip_model, ns=(1, 4, 16, 64), prompts=SINGLE_PROMP
     prompt against the other prompts. N = 1 keeps every sample, under either score.
     """
     top = max(ns)
-    images, caps, _ = judge_samples(sampler(model, vae), prompts, top, seed)     # (P·top, 3, R, R)
+    images, _, verdicts = judge_samples(sampler(model, vae), prompts, top, seed)  # (P·top, 3, R, R), judged once
     rows = []
     for score, against in (("cosine", None), ("caption probability", list(prompts))):
         scores = dalle.clip_scores(images, list(prompts), top, clip_model, against)   # (P·top,) once for every N
         for n in ns:
-            groups = [p for p in prompts for _ in range(top // n)]                   # one caption per group of n
-            hits = [v["exact"] for v in judge(images[dalle.best_of(scores, n)], groups)]
+            hits = [verdicts[i]["exact"] for i in dalle.best_of(scores, n).tolist()]  # the kept image of each group
             rows.append({"score": score, "N": n, "exact": rate(hits), "n": len(hits)})
     return rows
 
