@@ -108,6 +108,8 @@ def cli_eval(kind: str, n: int = 500, per_prompt: int = 4) -> dict:
                      f"  (originals blurred 3×3: {blur['value']:.3f} [{blur['lo']:.3f}, {blur['hi']:.3f}])" if same else "")
             print(f"  {k:11s} MSE {row['mse']:.4f}  perplexity {row['perplexity']:.1f}  codes used "
                   f"{row['used']:.3f}{extra}")
+            if row.get("differences"):
+                print(f"  {'':11s} read differently: " + ", ".join(f"{d} {c}" for d, c in row["differences"].items()))
         return out
     model, vae = dalle.load_trained()
     t0 = time.perf_counter()

@@ -42,6 +42,7 @@ compressed to our step counts. `python -m minidalle train dvae` trains it;
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -269,13 +270,14 @@ def evaluate(model: DVAE, n: int, seed: int = 777) -> dict:
     """Held-out reconstruction error, codebook usage, and the oracle check of lesson 08.
 
     The oracle reads each original and its reconstruction (from hard tokens); a scene
-    passes when both readings are the same scene graph (`oracle.same_scene`).
+    passes when both readings are the same scene graph (`oracle.same_scene`), and the
+    others are counted by how they differ (`oracle.scene_difference`).
     Single- and two-object scenes are checked separately, n of each. For scale, the
     same check on the originals blurred by a 3×3 Gaussian (about one pixel) is
     reported too: a reconstruction must be about that sharp to pass as often.
     """
     from .data import generate
-    from .oracle import bootstrap, read, same_scene
+    from .oracle import bootstrap, read, same_scene, scene_difference
 
     model.eval()
     dev = model.codebook.device
@@ -287,7 +289,9 @@ def evaluate(model: DVAE, n: int, seed: int = 777) -> dict:
         row = {"mse": F.mse_loss(recon, x).item(), **usage(tokens, model.config.codes)}
         if k != "1-4":
             seen = read((x + 1) / 2)
-            row["same_scene"] = bootstrap([same_scene(a.scene, b.scene) for a, b in zip(seen, read((recon + 1) / 2))])
+            differences = [scene_difference(a.scene, b.scene) for a, b in zip(seen, read((recon + 1) / 2))]
+            row["same_scene"] = bootstrap([d is None for d in differences])
+            row["differences"] = dict(Counter(d for d in differences if d).most_common())   # how the others fail
             row["same_scene_blurred"] = bootstrap([same_scene(a.scene, b.scene) for a, b in zip(seen, read(_blur((x + 1) / 2)))])
         out[f"{k} object{'s' if k != 1 else ''}"] = row
     return out

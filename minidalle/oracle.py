@@ -358,16 +358,27 @@ def _match(true: Scene, seen: Scene) -> list[int | None]:
     return out
 
 
+def scene_difference(a: Scene, b: Scene) -> str | None:
+    """How scene graph b differs from a, the first difference found: "more objects" or
+    "fewer objects", "moved" (an object with no counterpart near its place), "shape",
+    "colour", "size" (of a matched object) or "relation"; None when they are the same."""
+    if len(a.objects) != len(b.objects):
+        return "more objects" if len(b.objects) > len(a.objects) else "fewer objects"
+    m = _match(a, b)
+    if None in m:
+        return "moved"
+    for k in ("shape", "colour", "size"):
+        if any(getattr(o, k) != getattr(b.objects[m[i]], k) for i, o in enumerate(a.objects)):
+            return k
+    if {(m[i], r, m[j]) for i, r, j in a.relations()} != set(b.relations()):
+        return "relation"
+    return None
+
+
 def same_scene(a: Scene, b: Scene) -> bool:
     """Are two scene graphs the same: the same objects (shape, colour, size, matched by place)
     and the same relations between them? Lesson 08 asks it of an image and its reconstruction."""
-    m = _match(a, b)
-    if len(a.objects) != len(b.objects) or None in m:
-        return False
-    if any(getattr(o, k) != getattr(b.objects[m[i]], k) for i, o in enumerate(a.objects)
-           for k in ("shape", "colour", "size")):
-        return False
-    return {(m[i], r, m[j]) for i, r, j in a.relations()} == set(b.relations())
+    return scene_difference(a, b) is None
 
 
 def validate(scenes, images) -> dict[str, float]:

@@ -9,7 +9,7 @@ from minidalle import checkpoint
 from minidalle.data import generate
 from minidalle.dvae import (DVAE, WORLD_COLOURS, checkpoint_name, colour_index, dvae_config, evaluate, gumbel_softmax,
                             kl_weight, temperature, train, usage)
-from minidalle.oracle import same_scene
+from minidalle.oracle import same_scene, scene_difference
 from minidalle.world import Obj, Scene
 
 
@@ -130,6 +130,13 @@ def test_same_scene():
     assert same_scene(a, b)
     c = Scene((a.objects[0], Obj("square", "green", "large", 0.7, 0.7, 1)))
     assert not same_scene(a, c) and not same_scene(a, Scene(a.objects[:1]))
+    small = Obj("circle", "red", "small", 0.3, 0.3, 0)
+    assert scene_difference(a, b) is None
+    assert scene_difference(a, c) == "colour"
+    assert scene_difference(a, Scene(a.objects[:1])) == "fewer objects"
+    assert scene_difference(a, Scene(a.objects + (Obj("cross", "red", "small", 0.1, 0.9, 2),))) == "more objects"
+    assert scene_difference(a, Scene((dataclasses.replace(small, shape="triangle"), a.objects[1]))) == "shape"
+    assert scene_difference(a, Scene((dataclasses.replace(small, x=0.9, y=0.1), a.objects[1]))) == "moved"
 
 
 # ------------------------------------------------------- the shipped checkpoint
