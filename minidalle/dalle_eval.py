@@ -110,6 +110,10 @@ def cli_eval(kind: str, n: int = 500, per_prompt: int = 4) -> dict:
                   f"{row['used']:.3f}{extra}")
             if row.get("differences"):
                 print(f"  {'':11s} read differently: " + ", ".join(f"{d} {c}" for d, c in row["differences"].items()))
+            if row.get("by_placement"):
+                print(f"  {'':11s} by placement (n; kept; originals blurred): " + ", ".join(
+                    f"{p} ({h['kept']['n']}; {h['kept']['value']:.3f}; {h['blurred']['value']:.3f})"
+                    for p, h in row["by_placement"].items()))
         return out
     model, vae = dalle.load_trained()
     t0 = time.perf_counter()

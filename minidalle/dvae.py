@@ -53,7 +53,7 @@ from . import checkpoint
 from .presets import get_preset
 from .render import PALETTE
 from .trainer import TrainConfig, fit
-from .world import BACKGROUND, SceneSpec
+from .world import BACKGROUND, CONTACT, SceneSpec
 
 WORLD_COLOURS = torch.cat([torch.tensor([BACKGROUND]), PALETTE]) * 2 - 1   # (9, 3) in [−1, 1]: black, then the palette
 RECONS = ("palette", "mse", "l1")
@@ -265,13 +265,21 @@ def _blur(images: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel.expand(3, 1, 3, 3), groups=3)
 
 
+def placement(relations) -> str:
+    """How a scene's objects touch: the first contact relation among them ("on", "inside",
+    "in front of", see `world.CONTACT`), or "apart"."""
+    held = {r for _, r, _ in relations}
+    return next((r for r in CONTACT if r in held), "apart")
+
+
 @torch.no_grad()
 def evaluate(model: DVAE, n: int, seed: int = 777) -> dict:
     """Held-out reconstruction error, codebook usage, and the oracle check of lesson 08.
 
     The oracle reads each original and its reconstruction (from hard tokens); a scene
     passes when both readings are the same scene graph (`oracle.same_scene`), and the
-    others are counted by how they differ (`oracle.scene_difference`).
+    others are counted by how they differ (`oracle.scene_difference`), and two-object
+    scenes are also scored by how the pair is placed (`placement`).
     Single- and two-object scenes are checked separately, n of each. For scale, the
     same check on the originals blurred by a 3×3 Gaussian (about one pixel) is
     reported too: a reconstruction must be about that sharp to pass as often.
@@ -283,7 +291,8 @@ def evaluate(model: DVAE, n: int, seed: int = 777) -> dict:
     dev = model.codebook.device
     out = {}
     for k, probs in ((1, (1, 0, 0, 0)), (2, (0, 1, 0, 0)), ("1-4", SceneSpec().n_objects)):
-        x = generate(n, model.config.res, SceneSpec(n_objects=probs), seed=seed).images.float() / 127.5 - 1
+        batch = generate(n, model.config.res, SceneSpec(n_objects=probs), seed=seed)
+        x = batch.images.float() / 127.5 - 1
         tokens = torch.cat([model.encode(b.to(dev)) for b in x.split(256)])
         recon = torch.cat([model.decode(t) for t in tokens.split(256)]).cpu()
         row = {"mse": F.mse_loss(recon, x).item(), **usage(tokens, model.config.codes)}
@@ -292,7 +301,13 @@ def evaluate(model: DVAE, n: int, seed: int = 777) -> dict:
             differences = [scene_difference(a.scene, b.scene) for a, b in zip(seen, read((recon + 1) / 2))]
             row["same_scene"] = bootstrap([d is None for d in differences])
             row["differences"] = dict(Counter(d for d in differences if d).most_common())   # how the others fail
-            row["same_scene_blurred"] = bootstrap([same_scene(a.scene, b.scene) for a, b in zip(seen, read(_blur((x + 1) / 2)))])
+            blurred = [same_scene(a.scene, b.scene) for a, b in zip(seen, read(_blur((x + 1) / 2)))]
+            row["same_scene_blurred"] = bootstrap(blurred)
+            if k == 2:                                                             # where: by how the pair is placed
+                kinds = [placement(r) for r in batch.scenes.relations()]
+                row["by_placement"] = {p: {"kept": bootstrap([d is None for d, q in zip(differences, kinds) if q == p]),
+                                           "blurred": bootstrap([b for b, q in zip(blurred, kinds) if q == p])}
+                                       for p in ("apart",) + CONTACT if p in kinds}
         out[f"{k} object{'s' if k != 1 else ''}"] = row
     return out
 
