@@ -272,6 +272,14 @@ def placement(relations) -> str:
     return next((r for r in CONTACT if r in held), "apart")
 
 
+def held_out(n: int, res: int, n_objects=(0, 1, 0, 0), seed: int = 777):
+    """The held-out scenes `evaluate` checks (seed 777, apart from training's): n scenes of
+    res×res whose object count is drawn from `n_objects` (default: two objects each)."""
+    from .data import generate
+
+    return generate(n, res, SceneSpec(n_objects=n_objects), seed=seed)
+
+
 @torch.no_grad()
 def evaluate(model: DVAE, n: int, seed: int = 777) -> dict:
     """Held-out reconstruction error, codebook usage, and the oracle check of lesson 08.
@@ -284,14 +292,13 @@ def evaluate(model: DVAE, n: int, seed: int = 777) -> dict:
     same check on the originals blurred by a 3×3 Gaussian (about one pixel) is
     reported too: a reconstruction must be about that sharp to pass as often.
     """
-    from .data import generate
     from .oracle import bootstrap, read, same_scene, scene_difference
 
     model.eval()
     dev = model.codebook.device
     out = {}
     for k, probs in ((1, (1, 0, 0, 0)), (2, (0, 1, 0, 0)), ("1-4", SceneSpec().n_objects)):
-        batch = generate(n, model.config.res, SceneSpec(n_objects=probs), seed=seed)
+        batch = held_out(n, model.config.res, probs, seed)
         x = batch.images.float() / 127.5 - 1
         tokens = torch.cat([model.encode(b.to(dev)) for b in x.split(256)])
         recon = torch.cat([model.decode(t) for t in tokens.split(256)]).cpu()

@@ -8,9 +8,8 @@ the repository root: `python book/experiments/dvae-cells.py` (about 20 s).
 """
 from collections import Counter
 
-from minidalle.data import generate
-from minidalle.dvae import colour_index, placement, training_images
-from minidalle.world import CONTACT, SceneSpec
+from minidalle.dvae import colour_index, held_out, placement, training_images
+from minidalle.world import CONTACT
 
 
 def cells(images):
@@ -29,7 +28,7 @@ def recoloured(cell: bytes) -> bytes:
 train = Counter(c for scene in cells(training_images(20_000, 32)) for c in scene)   # the dVAE's own set
 layouts = {recoloured(c) for c in train}
 print(f"training cells {sum(train.values()):,}: {len(train):,} distinct patterns, {len(layouts):,} layouts")
-held = generate(500, 32, SceneSpec(n_objects=(0, 1, 0, 0)), seed=777)           # as `eval dvae`
+held = held_out(500, 32)                                                         # as `eval dvae`
 kinds = [placement(r) for r in held.scenes.relations()]
 held_cells = cells(held.images.float() / 127.5 - 1)
 print("placement     scenes  cells  two colours  unseen  unseen layout  scenes with an unseen cell")

@@ -19,19 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from minidalle import checkpoint, dvae
-from minidalle.data import generate
 from minidalle.oracle import read, scene_difference
-from minidalle.world import CONTACT, SceneSpec
+from minidalle.world import CONTACT
 
 if len(sys.argv) > 1:                                                            # a run's periodic state
     model = dvae.DVAE(dvae.dvae_config())
-    saved, _, info = checkpoint.load(sys.argv[1], model.config)
-    model.load_state_dict(saved["model"])
+    info = checkpoint.load_into(model, sys.argv[1], model.config)
     print(f"{sys.argv[1]}: step {info.get('steps')}")
 else:
     model, _ = dvae.load_trained()
 model = model.cpu().eval()
-held = generate(500, 32, SceneSpec(n_objects=(0, 1, 0, 0)), seed=777)            # as `eval dvae`
+held = dvae.held_out(500, 32)                                                    # as `eval dvae`
 x = held.images.float() / 127.5 - 1                                              # (500, 3, 32, 32)
 kinds = [dvae.placement(r) for r in held.scenes.relations()]
 seen = read((x + 1) / 2)
