@@ -77,7 +77,8 @@ def dalle_config(preset: str | None = None, codes: int | None = None) -> DALLECo
                         warmup=min(200, steps // 5), weight_decay=0.01, n_train=p.n_train,
                         log_every=max(1, steps // 50), ema=0.0)
     shape = {"ci": dict(width=32, layers=1, heads=2), "cpu": {}, "gpu": dict(width=256, layers=8, heads=8)}[p.name]
-    return DALLEConfig(codes=codes or dvae_config(preset).codes, train=train,
+    vae = dvae_config(preset)                           # its token grid and (unless given) its codebook size
+    return DALLEConfig(codes=codes or vae.codes, grid=vae.grid, train=train,
                        dvae=checkpoint.fingerprint(dvae_name(preset)), **shape)
 
 

@@ -6,7 +6,9 @@ one of 8,192 codes; ours compresses a 32×32 shapes-world scene into an 8×8 gri
 of a few hundred codes (`notebooks/08_dvae.ipynb` explains every step).
 
 * The **encoder** (convolutions, two stride-2 steps) gives, at each grid cell,
-  logits over the K codes: (B, K, 8, 8).
+  logits over the K codes: (B, K, 8, 8). `grid=16` keeps one stride-2 step
+  and four times as many tokens, each covering 2×2 pixels instead of 4×4
+  (book/dalle1.md measures what that buys).
 * Training cannot take an argmax (no gradient), so it uses the **Gumbel-softmax
   relaxation** (Jang et al. 2017; Maddison et al. 2017): add Gumbel noise to the
   logits, divide by a temperature τ, softmax. As τ → 0 the soft one-hot becomes
@@ -64,7 +66,7 @@ class DVAEConfig:
     """Shape of the dVAE and its schedules. Defaults: the `cpu` preset."""
 
     res: int = 32                   # image side
-    grid: int = 8                   # token grid side: res / grid = 4 = two stride-2 steps
+    grid: int = 8                   # token grid side: res / grid = 4 (two stride-2 steps) or 2 (one)
     codes: int = 512                # K, the codebook size (the paper: 8,192)
     code_dim: int = 64              # D, width of a codebook vector
     channels: int = 64              # width of the convolutions (at res/2 and at the grid)
@@ -78,8 +80,9 @@ class DVAEConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        if self.res != 4 * self.grid:
-            raise ValueError(f"the dVAE downsamples 4×: res must be 4·grid, got res {self.res}, grid {self.grid}")
+        if self.res not in (2 * self.grid, 4 * self.grid):
+            raise ValueError(f"the dVAE downsamples 2× or 4×: res must be 2·grid or 4·grid, "
+                             f"got res {self.res}, grid {self.grid}")
         if self.recon not in RECONS:
             raise ValueError(f"recon must be one of {RECONS}, got {self.recon!r}")
 
@@ -136,20 +139,23 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, dim: int = 1, generator=Non
 
 
 class DVAE(nn.Module):
-    """32×32 image ↔ 8×8 grid of codes. images in [−1, 1], (B, 3, res, res)."""
+    """32×32 image ↔ 8×8 grid of codes (or 16×16: `grid`). images in [−1, 1], (B, 3, res, res)."""
 
     def __init__(self, config: DVAEConfig):
         super().__init__()
         self.config = c = config
         C = c.channels
+        four = c.res == 4 * c.grid                     # two stride-2 steps; else the second keeps the size
         self.encoder = nn.Sequential(
             nn.Conv2d(3, C, 4, stride=2, padding=1), ResBlock(C),                  # (B, C, res/2, res/2)
-            nn.Conv2d(C, C, 4, stride=2, padding=1), ResBlock(C), ResBlock(C),     # (B, C, grid, grid)
+            nn.Conv2d(C, C, 4, stride=2, padding=1) if four else nn.Conv2d(C, C, 3, padding=1),
+            ResBlock(C), ResBlock(C),                                              # (B, C, grid, grid)
             nn.ReLU(), nn.Conv2d(C, c.codes, 1))                                   # logits (B, K, grid, grid)
         self.codebook = nn.Parameter(torch.randn(c.codes, c.code_dim) / math.sqrt(c.code_dim))   # (K, D)
         self.decoder = nn.Sequential(
             nn.Conv2d(c.code_dim, C, 1), ResBlock(C), ResBlock(C),                 # (B, C, grid, grid)
-            nn.ConvTranspose2d(C, C, 4, stride=2, padding=1), ResBlock(C),         # (B, C, res/2, res/2)
+            nn.ConvTranspose2d(C, C, 4, stride=2, padding=1) if four else nn.Conv2d(C, C, 3, padding=1),
+            ResBlock(C),                                                           # (B, C, res/2, res/2)
             nn.ReLU(), nn.ConvTranspose2d(C, self.outputs, 4, stride=2, padding=1))  # (B, 9 or 3, res, res)
 
     @property

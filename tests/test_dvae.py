@@ -45,13 +45,16 @@ def test_shapes_round_trip_and_bad_input():
     assert tokens.shape == (2, 8, 8) and tokens.dtype == torch.long
     y = vae.decode(tokens)
     assert y.shape == (2, 3, 32, 32) and y.min() >= -1 and y.max() <= 1
+    fine = DVAE(dataclasses.replace(c, grid=16)).eval()                          # one stride-2 step: 2×2-pixel tokens
+    assert fine.encode(x).shape == (2, 16, 16) and fine.decode(fine.encode(x)).shape == (2, 3, 32, 32)
+    assert fine.state_dict().keys() == vae.state_dict().keys()                    # the same layers, one stride changed
     with pytest.raises(ValueError, match="float images"):
         vae.encode((x * 127).to(torch.uint8))
     with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
         vae.encode(torch.zeros(2, 3, 16, 16))
     with pytest.raises(ValueError, match="ints in 0.."):
         vae.decode(torch.full((2, 8, 8), c.codes))
-    with pytest.raises(ValueError, match="res must be 4"):
+    with pytest.raises(ValueError, match="res must be 2·grid or 4·grid"):
         dvae_config("ci").__class__(res=32, grid=4)
     with pytest.raises(ValueError, match="recon must be one of"):
         dvae_config("ci").__class__(recon="gaussian")
