@@ -199,19 +199,22 @@ class DVAE(nn.Module):
         z = F.one_hot(tokens, self.config.codes).permute(0, 3, 1, 2).float()      # (B, K, grid, grid)
         return self.pixels(self.decode_soft(z))
 
+    def recon_loss(self, out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """−log p(images | the decoder's output), per pixel: the cross-entropy against each pixel's
+        world colour ("palette"), or the squared ("mse") or absolute ("l1") error."""
+        if self.config.recon == "palette":
+            return F.cross_entropy(out, colour_index(images))
+        return (F.l1_loss if self.config.recon == "l1" else F.mse_loss)(out, images)
+
     def loss(self, images: torch.Tensor, tau: float, beta: float, generator=None) -> tuple[torch.Tensor, dict]:
         """The relaxed ELBO plus the diversity term, per pixel and per token:
 
         −log p(x | dec(gumbel_softmax(enc(x), τ))) + β·KL(q ‖ uniform) + diversity·KL(q̄ ‖ uniform),
-        q̄ being q averaged over the batch and the grid. −log p is the cross-entropy
-        against each pixel's world colour ("palette"), or a squared or absolute error.
+        q̄ being q averaged over the batch and the grid; −log p is `recon_loss`.
         """
         logits = self.logits(images)                                               # (B, K, g, g)
         out = self.decode_soft(gumbel_softmax(logits, tau, generator=generator))   # (B, 9 or 3, res, res)
-        if self.config.recon == "palette":
-            recon = F.cross_entropy(out, colour_index(images))
-        else:
-            recon = (F.l1_loss if self.config.recon == "l1" else F.mse_loss)(out, images)
+        recon = self.recon_loss(out, images)
         logq = F.log_softmax(logits, 1)
         q = logq.exp()                                                             # (B, K, g, g)
         kl = (q * (logq + math.log(self.config.codes))).sum(1).mean()              # per token, nats

@@ -43,7 +43,7 @@ x = held.images.float() / 127.5 - 1                                             
 kinds = [dvae.placement(r) for r in held.scenes.relations()]
 seen = read((x + 1) / 2)
 with torch.no_grad():
-    logits = model.logits(x)                                                     # (500, K, 8, 8)
+    logits = model.logits(x)                                                     # (500, K, g, g)
     decoded = {"argmax": model.decode(logits.argmax(1)),
                "soft q": model.pixels(model.decode_soft(F.softmax(logits, 1)))}
 
@@ -61,8 +61,7 @@ if args.refit:                                                                  
             group["lr"] = warmup_cosine(step, 5e-4, 0, args.refit)
         i = torch.randint(0, len(images), (c.train.batch,), generator=gen)
         out = model.decode_soft(F.one_hot(tokens[i], c.codes).permute(0, 3, 1, 2).float())
-        target = images[i]
-        loss = F.cross_entropy(out, dvae.colour_index(target)) if c.recon == "palette" else F.mse_loss(out, target)
+        loss = model.recon_loss(out, images[i])
         opt.zero_grad()
         loss.backward()
         opt.step()
