@@ -37,15 +37,30 @@ def _preview(args):
 
 
 def _validate(args):
-    from .oracle import validation_suite
+    from . import artefacts, eyes
+    from .oracle import read, validation_suite
 
     t = time.perf_counter()
-    res = validation_suite(args.n, args.seed)
+    res = validation_suite(args.n, args.seed, show_progress=True)
     keys = ["shape", "colour", "size", "count", "relations", "stated"]
-    print(f"oracle on {args.n} held-out renders per condition (seed {args.seed})")
-    print(f"{'condition':28s}" + "".join(f"{k:>10s}" for k in keys))
+    print(f"oracle on held-out renders ({args.n} scenes a condition at 32 px, {args.n // 4} at 64 px; seed {args.seed})")
+    print(f"  {'condition':30s}" + "".join(f"{k:>10s}" for k in keys))
     for cond, acc in res.items():
-        print(f"{cond:28s}" + "".join(f"{acc[k]:10.4f}" if k in acc else f"{'—':>10s}" for k in keys))
+        print(f"  {cond:30s}" + "".join(f"{acc[k]:10.4f}" if k in acc else f"{'—':>10s}" for k in keys))
+    images, labels = artefacts.suite(n=args.suite_n, seed=args.seed)
+    readings = [r for s in images for r in read(images[s])]
+    print(f"artefact suite ({args.suite_n} pictures of each family × condition × resolution; seed {args.seed}): "
+          "clearly shaped named right / ambiguous not named as a lure")
+    for r, row in artefacts.score(readings, labels).items():
+        (c, nc), (a, na) = row["clear"], row["ambiguous"]
+        print(f"  {r:2d}×{r:<2d}  clear {c:.3f} (n={nc})  ambiguous {a:.3f} (n={na})")
+    print("eye-labelled model samples: of those the eye rejects, the oracle rejects / of those the eye accepts "
+          "and is sure of, the oracle accepts")
+    for name in eyes.SETS:
+        for group, g in eyes.agreement(name).items():
+            (n1, k1), (n2, k2) = g["rejects"], g["accepts"]
+            print(f"  {name:9s} {group:7s} rejects {k1:3d}/{n1:<3d} = {k1 / max(n1, 1):.3f}   "
+                  f"accepts {k2:3d}/{n2:<3d} = {k2 / max(n2, 1):.3f}")
     print(f"({time.perf_counter() - t:.0f} s)")
 
 
@@ -68,8 +83,8 @@ def _read(args):
     r = read(_load_png(args.image))[0]
     if not r.objects:
         print("no objects found")
-    for o, f in zip(r.objects, r.fit):
-        print(f"{o.describe():28s} at ({o.x:.2f}, {o.y:.2f}) depth {o.z}  fit {f:.2f}")
+    for o, f, why in zip(r.objects, r.fit, r.why):
+        print(f"{o.describe():28s} at ({o.x:.2f}, {o.y:.2f}) depth {o.z}  fit {f:.2f}" + (f"  (? {why})" if why else ""))
     for i, rel, j in r.scene.relations():
         print(f"  {r.objects[i].describe()} {rel} {r.objects[j].describe()}")
 
@@ -97,8 +112,10 @@ def main(argv=None):
     pv.set_defaults(func=_preview)
 
     orc = sub.add_parser("oracle", help="read scene graphs off images").add_subparsers(dest="what", metavar="WHAT")
-    va = orc.add_parser("validate", help="measure the oracle on held-out renders")
+    va = orc.add_parser("validate", help="audit the oracle: held-out renders, the artefact suite, eye-labelled samples")
     va.add_argument("--n", type=int, default=2000, help="renders per condition (default 2000)")
+    va.add_argument("--suite-n", type=int, default=20,
+                    help="artefact-suite pictures per family, condition and resolution (default 20)")
     va.add_argument("--seed", type=int, default=12345)
     va.set_defaults(func=_validate)
     rd = orc.add_parser("read", help="print the scene graph of a PNG (16, 32 or 64 px square)")

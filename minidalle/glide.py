@@ -305,11 +305,14 @@ def judge_prompts(model: GLIDE, prompts: list[str], per_prompt: int = 4, guidanc
                          seed, batch)
 
 
-def one_clean_object(images: torch.Tensor, min_fit: float = 0.8) -> list[bool]:
-    """For unconditional single-object samples: does the oracle read exactly one object, well fitted?"""
+def one_clean_object(images: torch.Tensor) -> list[bool]:
+    """For unconditional single-object samples: does the oracle read exactly one object whose shape, colour
+    and size it can name (none of them `UNCLEAR`)?"""
     from .oracle import read
+    from .world import UNCLEAR
 
-    return [len(r.objects) == 1 and r.fit[0] >= min_fit for r in read(images)]
+    return [len(r.objects) == 1 and UNCLEAR not in (r.objects[0].shape, r.objects[0].colour, r.objects[0].size)
+            for r in read(images)]
 
 
 # ------------------------------------------------------------------ commands

@@ -14,7 +14,7 @@ _SIZE_T = torch.tensor(list(SIZES.values()), dtype=torch.float64)
 PALETTE = torch.tensor(list(COLOURS.values()), dtype=torch.float32)   # (8, 3)
 
 
-def _inside(s: int, ax: torch.Tensor, ay: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+def inside(s: int, ax: torch.Tensor, ay: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """Is a pixel inside shape number `s`? Offsets from the centre (|dx|, |dy| and dy).
 
     ax: (M, 1, W), ay and dy: (M, H, 1), r: (M, 1, 1) half the box side. The shapes
@@ -38,10 +38,16 @@ def masks(shape: torch.Tensor, size: torch.Tensor, xy: torch.Tensor, res: int,
     """Boolean masks (..., res, res) of objects with shape/size indices and centres xy (..., 2).
 
     With `origin` (..., 2) (top-left pixel, x then y) and `window`, only that
-    window × window crop of each object's mask is drawn (the oracle's fast path).
+    window × window crop of each object's mask is drawn.
     """
+    return side_masks(shape, _SIZE_T[size.reshape(-1)].view(size.shape), xy, res, origin, window)
+
+
+def side_masks(shape: torch.Tensor, side: torch.Tensor, xy: torch.Tensor, res: int,
+               origin: torch.Tensor | None = None, window: int | None = None) -> torch.Tensor:
+    """`masks` for any box side (..., in image widths), not only the world's two sizes: the oracle's templates."""
     lead = shape.shape
-    shape, size, xy = shape.reshape(-1), size.reshape(-1), xy.reshape(-1, 2).float()
+    shape, side, xy = shape.reshape(-1), side.reshape(-1), xy.reshape(-1, 2).float()
     w = window or res
     c = torch.arange(w, dtype=torch.float32) + 0.5
     if origin is None:
@@ -51,14 +57,36 @@ def masks(shape: torch.Tensor, size: torch.Tensor, xy: torch.Tensor, res: int,
         cx, cy = (c + o[:, :1]) / res, (c + o[:, 1:]) / res         # (M, w) pixel centres
     dx = cx[:, None, :] - xy[:, 0, None, None]                     # (M, 1, W)
     dy = cy[:, :, None] - xy[:, 1, None, None]                     # (M, H, 1)
-    r = (_SIZE_T[size].float() / 2)[:, None, None]                 # (M, 1, 1)
+    r = (side.float() / 2)[:, None, None]                          # (M, 1, 1)
     out = torch.empty(len(shape), w, w, dtype=torch.bool)
     for s in range(5):                                            # one test per object
         idx = torch.nonzero(shape == s).squeeze(1)
         if len(idx):
             ix = idx if len(dx) > 1 else torch.zeros_like(idx)
-            out[idx] = _inside(s, dx[ix].abs(), dy[ix].abs(), dy[ix], r[idx])
+            out[idx] = inside(s, dx[ix].abs(), dy[ix].abs(), dy[ix], r[idx])
     return out.view(*lead, w, w)
+
+
+def depth(shape: torch.Tensor, side: torch.Tensor, xy: torch.Tensor, res: int, origin: torch.Tensor,
+          window: int) -> torch.Tensor:
+    """How far inside its shape each pixel centre lies, in pixels (negative outside): (M, window, window).
+
+    shape (M,), side (M,) and xy (M, 2) in image widths, origin (M, 2) the window's top-left pixel.
+    `depth ≥ 0` is `side_masks` up to rounding; the oracle uses it to tell a defect (deep) from a
+    pixel that flips along an outline (shallow).
+    """
+    c = torch.arange(window, dtype=torch.float32) + 0.5
+    o = origin.float()
+    dx = ((c + o[:, :1]) - xy[:, :1] * res)[:, None, :]                    # (M, 1, W) pixels
+    dy = ((c + o[:, 1:]) - xy[:, 1:] * res)[:, :, None]                    # (M, H, 1)
+    ax, ay = dx.abs(), dy.abs()
+    r = (side.float() * res / 2)[:, None, None]
+    box = r - torch.maximum(ax, ay)
+    d = torch.stack([r - (ax**2 + ay**2).sqrt(), box,
+                     torch.minimum(box, (r + dy - 2 * ax) / 5**0.5),
+                     (r - ax - ay) / 2**0.5,
+                     torch.minimum(box, torch.maximum(r / 4 - ax, r / 4 - ay))], 1)   # (M, 5, H, W)
+    return d[torch.arange(len(shape)), shape]
 
 
 def render(scenes: SceneArrays, res: int = 32) -> torch.Tensor:

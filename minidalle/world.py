@@ -44,6 +44,7 @@ SIZE_NAMES = tuple(SIZES)
 BACKGROUND = (0.0, 0.0, 0.0)
 RESOLUTIONS = (16, 32, 64)
 MAX_OBJECTS = 4
+UNCLEAR = "?"   # an attribute the oracle cannot read clearly off a picture (never matches a caption)
 
 RELATIONS = (
     "left of", "right of", "above", "below", "on", "under",
@@ -72,7 +73,12 @@ def _check(kind: str, value: str, allowed) -> int:
 # --------------------------------------------------------------- scene graph
 @dataclass(frozen=True)
 class Obj:
-    """One object of a scene. `z` is the drawing order (higher is in front)."""
+    """One object of a scene. `z` is the drawing order (higher is in front).
+
+    The oracle's readings may hold `UNCLEAR` ("?") for a shape, colour or size that the
+    picture does not show clearly, and `side`, the box side it measured (image widths);
+    a scene drawn by the sampler has neither, and its box side is its size's.
+    """
 
     shape: str
     colour: str
@@ -80,15 +86,23 @@ class Obj:
     x: float
     y: float
     z: int = 0
+    side: float | None = None
 
     def __post_init__(self):
-        _check("shape", self.shape, SHAPES)
-        _check("colour", self.colour, COLOUR_NAMES)
-        _check("size", self.size, SIZE_NAMES)
+        _check("shape", self.shape, SHAPES + (UNCLEAR,))
+        _check("colour", self.colour, COLOUR_NAMES + (UNCLEAR,))
+        _check("size", self.size, SIZE_NAMES + (UNCLEAR,))
+        if self.size == UNCLEAR and self.side is None:
+            raise ValueError("an object of unclear size needs its measured side")
+
+    @property
+    def width(self) -> float:
+        """Side of the object's box in image widths."""
+        return SIZES[self.size] if self.side is None else self.side
 
     @property
     def box(self) -> tuple[float, float, float, float]:
-        r = SIZES[self.size] / 2
+        r = self.width / 2
         return (self.x - r, self.y - r, self.x + r, self.y + r)
 
     def describe(self, with_size: bool = True) -> str:
@@ -107,7 +121,8 @@ class Scene:
         return relations_between(self.objects)
 
     def to_dict(self) -> dict:
-        return {"objects": [dataclasses.asdict(o) for o in self.objects], "forbidden": self.forbidden}
+        objs = [{k: v for k, v in dataclasses.asdict(o).items() if v is not None} for o in self.objects]
+        return {"objects": objs, "forbidden": self.forbidden}
 
     @staticmethod
     def from_dict(d: dict) -> "Scene":
@@ -164,7 +179,7 @@ def _box_gap(a0, a1, at, ab, b0, b1, bt, bb):
 
 
 def _xys(objs) -> torch.Tensor:
-    return torch.tensor([[o.x, o.y, SIZES[o.size]] for o in objs], dtype=torch.float64)
+    return torch.tensor([[o.x, o.y, o.width] for o in objs], dtype=torch.float64)
 
 
 def relations_between(objs) -> list[tuple[int, str, int]]:
