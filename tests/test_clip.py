@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-open_clip = pytest.importorskip("open_clip")
-from open_clip.model import CLIP as OpenCLIP, CLIPTextCfg, CLIPVisionCfg  # noqa: E402
+import open_clip
+from open_clip.model import CLIP as OpenCLIP, CLIPTextCfg, CLIPVisionCfg
 
-from minidalle.checkpoint import CheckpointError, load_into, save  # noqa: E402
-from minidalle.clip import (CLIP, OPENAI_MEAN, Attention, OPENAI_STD, TrainConfig, checkpoint_name, clip_loss,  # noqa: E402
+from minidalle.checkpoint import CheckpointError, load_into, save
+from minidalle.clip import (CLIP, OPENAI_MEAN, Attention, OPENAI_STD, TrainConfig, checkpoint_name, clip_loss,
                             from_open_clip, preset_configs, train)
-from minidalle.tokenizer import PAD, UNK, Tokenizer  # noqa: E402
+from minidalle.tokenizer import PAD, UNK, Tokenizer
 
 TOKENS, VOCAB = 16, 100
 

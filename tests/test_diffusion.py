@@ -41,7 +41,7 @@ def _float64(ref, d: Diffusion):
 
 
 def _ddpm(schedule, prediction="eps", clip=True):
-    diffusers = pytest.importorskip("diffusers")
+    import diffusers
     return diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule=DIFFUSERS_SCHEDULE[schedule],
                                    variance_type="fixed_small", clip_sample=clip, clip_sample_range=1.0,
                                    prediction_type=DIFFUSERS_PREDICTION[prediction],
@@ -49,7 +49,7 @@ def _ddpm(schedule, prediction="eps", clip=True):
 
 
 def _ddim(schedule, prediction="eps", clip=True):
-    diffusers = pytest.importorskip("diffusers")
+    import diffusers
     return diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule=DIFFUSERS_SCHEDULE[schedule],
                                    clip_sample=clip, clip_sample_range=1.0, set_alpha_to_one=True,
                                    prediction_type=DIFFUSERS_PREDICTION[prediction],
