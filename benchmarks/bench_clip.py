@@ -2,7 +2,7 @@
 
 Run:  python benchmarks/bench_clip.py [--preset cpu] [--batch 128] [--steps 20] [--threads 1]
 
-Builds `minidalle.clip.CLIP` from the preset's config and an `open_clip.CLIP`
+Builds `minidalle.clip.model.CLIP` from the preset's config and an `open_clip.CLIP`
 of identical size (same widths, depths, heads, patch, context, vocabulary,
 GELU; each with its own random initialisation, which does not change the
 cost), and times full training steps — forward of both towers, the symmetric
@@ -31,11 +31,11 @@ def main():
     import open_clip
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
-    from minidalle.clip import CLIP, preset_configs
+    from minidalle.clip.model import CLIP, clip_config
     from minidalle.runtime import device
 
-    c, tc = preset_configs(args.preset)
-    B = args.batch or tc.batch_size
+    c = clip_config(args.preset)
+    B = args.batch or c.train.batch
     dev = device()
     torch.manual_seed(0)
     ours = CLIP(c).to(dev)

@@ -45,8 +45,8 @@ def main():
         from dalle_pytorch import DiscreteVAE
         from dalle_pytorch.dalle_pytorch import gumbel_sample, top_k
 
-    from minidalle.dalle import DALLE, dalle_config, sample_tokens
-    from minidalle.dvae import DVAE, dvae_config
+    from minidalle.dalle1.dvae import DVAE, dvae_config
+    from minidalle.dalle1.transformer import DALLE, dalle_config, sample_tokens
     from minidalle.runtime import device
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,7 +62,7 @@ def main():
     dev, B = device(), args.batch
     vc, dc = dvae_config(args.preset), dalle_config(args.preset)
     peer_vae_kw = {"image_size": vc.res, "num_tokens": vc.codes, "num_layers": 2, "hidden_dim": vc.channels,
-                   "codebook_dim": vc.code_dim, "num_resnet_blocks": 1, "kl_div_loss_weight": vc.kl_max}
+                   "codebook_dim": vc.code_dim, "num_resnet_blocks": 1, "kl_div_loss_weight": vc.train.kl_max}
     print(f"DALL·E 1, preset {args.preset}, {torch.get_num_threads()} torch thread(s), device {dev}, "
           f"torch {torch.__version__}, dalle-pytorch {dalle_pytorch.__version__}")
 
@@ -70,7 +70,7 @@ def main():
     vae, peer_vae = DVAE(vc).to(dev), DiscreteVAE(**peer_vae_kw).to(dev)
     x = torch.rand(B, 3, vc.res, vc.res, device=dev)                            # (B, 3, 32, 32) in [0, 1]
     _versus(f"dVAE ({vc.res}×{vc.res} → {vc.grid}×{vc.grid} of {vc.codes} codes)",     # τ = 0.5 on both sides
-            vae, lambda: vae.loss(x * 2 - 1, 0.5, vc.kl_max)[0],
+            vae, lambda: vae.loss(x * 2 - 1, 0.5, vc.train.kl_max)[0],
             peer_vae, lambda: peer_vae(x, return_loss=True, temp=0.5), args.iters, B)
 
     # (2) transformer training step; both treat text id 0 as padding (one pad token per position)

@@ -2,8 +2,8 @@
 
 Run:  python benchmarks/bench_data.py [--n 20000] [--threads 1]
 
-Times `minidalle.data.generate` (draw + render + caption) and its parts, and
-`minidalle.oracle.read` on held-out renders, on one thread by default. The
+Times `minidalle.world.data.generate` (draw + render + caption) and its parts, and
+`minidalle.world.oracle.read` on held-out renders, on one thread by default. The
 shapes world has no peer library to race, so this benchmark compares the parts
 with the whole, and the oracle with its target.
 """
@@ -12,10 +12,10 @@ import time
 
 import torch
 
-from minidalle.data import generate
-from minidalle.oracle import read
-from minidalle.render import render
-from minidalle.world import sample_scenes
+from minidalle.world.data import generate
+from minidalle.world.oracle import read
+from minidalle.world.render import render
+from minidalle.world.sampler import sample_scenes
 
 
 def rate(fn, n, repeat=3):

@@ -7,7 +7,7 @@ resolution (forward + v-prediction Min-SNR loss + backward + AdamW, batch 64), (
 sampling: 50 DDIM steps on a batch of 16 without gradients, (3) an upsampler training step
 (base → upsampled resolution, same batch), and (4) the end-to-end text → image latency of
 `unclip.generate` for 8 copies of one prompt, with its split into CLIP's text encoder, the
-prior (`prior.sample`), the decoder (`decoder.decode`) and the upsampler (`decoder.upsample`).
+prior (`prior.sample`), the decoder (`decoder.decode`) and the upsampler (`upsampler.upsample`).
 Each measurement alternates the implementations (ours, theirs, ours, …) and reports medians,
 so a noisy machine slows both alike. Ratios are peer time / minidalle time: above 1.0×
 minidalle is faster. Parameters and GFLOP per training step are printed.
@@ -32,7 +32,7 @@ embedding to its time embedding and cross-attends, in every ResnetBlock but the 
 to 2 time tokens + 4 image tokens, plus the caption's tokens in its two middle blocks; its caption
 tokens are a learned embedding of the same GLIDE token ids (no transformer; padding ids embed to
 zero, which the peer masks), `max_text_len` = the batch's caption length. Captions are real
-shapes-world captions tokenized by `glide.tokenize`, images real scenes, embeddings random unit
+shapes-world captions tokenized by `text.words.tokenize`, images real scenes, embeddings random unit
 vectors. Upsampler: ours concatenates the bilinearly upsampled low-resolution picture to x_t and
 adds the embedding to the time embedding, with no attention; the peer gets the same upsampled
 picture as `lowres_cond_img` (`lowres_cond=True`: concatenated at its input and before its last
@@ -65,7 +65,7 @@ class PeerDecoder(nn.Module):
 
     def __init__(self, c, Unet, vocab: int, text_len: int, dim: int, blocks: int, cond_dim: int):
         super().__init__()
-        from minidalle.glide import PAD
+        from minidalle.text.words import PAD
 
         u = c.unet
         self.token_emb = nn.Embedding(vocab, c.text_width, padding_idx=PAD)          # its text_encodings
@@ -116,17 +116,12 @@ def main():
 
         from dalle2_pytorch import Unet
 
-    from minidalle.data import generate as scenes
-    from minidalle.decoder import (
-        Decoder,
-        Upsampler,
-        blur,
-        decoder_config,
-        upsampler_config,
-    )
-    from minidalle.diffusion import Diffusion
-    from minidalle.glide import WORDS, tokenize
+    from minidalle.dalle2.decoder import Decoder, decoder_config
+    from minidalle.dalle2.upsampler import Upsampler, blur, upsampler_config
+    from minidalle.diffusion.gaussian import Diffusion
     from minidalle.runtime import device
+    from minidalle.text.words import WORDS, tokenize
+    from minidalle.world.data import generate as scenes
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu", choices=("ci", "cpu", "gpu"))
@@ -227,11 +222,13 @@ def main():
 
 def pipeline(preset: str):
     """(the preset's unCLIP pipeline, what it is): shipped checkpoints if all exist, else untrained parts."""
-    from minidalle import checkpoint, unclip
-    from minidalle.clip import CLIP, preset_configs
-    from minidalle.clip import load_trained as load_clip
-    from minidalle.decoder import Decoder, Upsampler, decoder_config, upsampler_config
-    from minidalle.prior import Prior, prior_config
+    from minidalle import checkpoint
+    from minidalle.clip import train as clip_train
+    from minidalle.clip.model import CLIP, clip_config
+    from minidalle.dalle2 import unclip
+    from minidalle.dalle2.decoder import Decoder, decoder_config
+    from minidalle.dalle2.prior import Prior, prior_config
+    from minidalle.dalle2.upsampler import Upsampler, upsampler_config
     from minidalle.runtime import device
 
     try:
@@ -239,9 +236,9 @@ def pipeline(preset: str):
     except checkpoint.CheckpointError:
         pass
     try:
-        clip_model, what = load_clip(preset, train_if_missing=False)[0], "trained CLIP"
+        clip_model, what = clip_train.load(preset), "trained CLIP"
     except checkpoint.CheckpointError:
-        clip_model, what = CLIP(preset_configs(preset)[0]), "untrained CLIP"
+        clip_model, what = CLIP(clip_config(preset)), "untrained CLIP"
     torch.manual_seed(0)
     parts = (clip_model, Prior(prior_config(preset)), Decoder(decoder_config(preset)),
              Upsampler(upsampler_config(preset)))
@@ -250,9 +247,10 @@ def pipeline(preset: str):
 
 def end_to_end(preset: str, n: int, iters: int, dev):
     """Median latency of `unclip.generate` for n copies of a prompt, and of its stages called one by one."""
-    from minidalle import unclip
-    from minidalle.decoder import decode, upsample
-    from minidalle.prior import sample
+    from minidalle.dalle2 import unclip
+    from minidalle.dalle2.decoder import decode
+    from minidalle.dalle2.prior import sample
+    from minidalle.dalle2.upsampler import upsample
 
     pipe, what = pipeline(preset)
     prompts = ["a red circle above a blue square"] * n
@@ -264,7 +262,7 @@ def end_to_end(preset: str, n: int, iters: int, dev):
                   "prior (prior.sample, 64 DDIM steps × 2 candidates)":
                       lambda: sample(pipe.prior, tokens, text, seed=0),
                   "decoder (decoder.decode, 50 DDIM steps)": lambda: decode(pipe.decoder, emb, prompts, seed=0),
-                  "upsampler (decoder.upsample, 25 DDIM steps)": lambda: upsample(pipe.upsampler, low, emb, seed=1),
+                  "upsampler (upsampler.upsample, 25 DDIM steps)": lambda: upsample(pipe.upsampler, low, emb, seed=1),
                   "total (unclip.generate)": lambda: unclip.generate(pipe, prompts, seed=0)}
         t = time_alternately(stages, iters)
     total = t.pop("total (unclip.generate)")

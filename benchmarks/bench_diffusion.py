@@ -1,4 +1,4 @@
-"""minidalle's U-Net and DDIM sampler against diffusers' UNet2DModel and DDIMScheduler (COURSE.md §8).
+"""minidalle's U-Net and DDIM sampler against diffusers' UNet2DModel and DDIMScheduler (book/design.md).
 
     python benchmarks/bench_diffusion.py [--preset cpu] [--iters 10]
 
@@ -26,9 +26,9 @@ def _time(fn, iters: int, warmup: int = 2) -> float:
 def main():
     from diffusers import DDIMScheduler, UNet2DModel
 
-    from minidalle.diffusion import Diffusion
-    from minidalle.glide import ddpm_config
-    from minidalle.unet import UNet, count_parameters
+    from minidalle.diffusion.ddpm import ddpm_config
+    from minidalle.diffusion.gaussian import Diffusion
+    from minidalle.nn.unet import UNet, count_parameters
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default=None)

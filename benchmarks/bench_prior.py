@@ -22,7 +22,7 @@ projection and a learned (T, W) timestep table where ours has a sinusoid + MLP: 
 counts land within a few % (both are printed). Both sides train
 through the same `Diffusion.loss` (same t, noise, x_t and x0 target), and are sampled by
 the same DDIM loop (`Diffusion.sample`, guidance 1), so the sampling ratio compares the
-networks like for like; `minidalle.prior.sample` (also duplicating captions, building the
+networks like for like; `minidalle.dalle2.prior.sample` (also duplicating captions, building the
 null caption and keeping the candidate closer to the text) is timed as an extra row.
 The peer computes attention with einsum, ours with SDPA. Caption tokens are random ids
 in 1..V−1 (no padding: the peer would swap all-zero encodings for its null ones).
@@ -63,8 +63,8 @@ def main():
         from importlib.metadata import version
         from dalle2_pytorch import DiffusionPriorNetwork
 
-    from minidalle.diffusion import Diffusion
-    from minidalle.prior import Prior, prior_config, sample
+    from minidalle.dalle2.prior import Prior, prior_config, sample
+    from minidalle.diffusion.gaussian import Diffusion
     from minidalle.runtime import device
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -111,7 +111,7 @@ def main():
                                         steps=args.steps, method="ddim",
                                         generator=torch.Generator().manual_seed(0), device=dev)
 
-    def ours_full():                                     # minidalle.prior.sample: 2 candidates, keeps the closer
+    def ours_full():                                     # dalle2.prior.sample: 2 candidates, keeps the closer
         return sample(model, tokens, text, candidates=2, steps=args.steps)
 
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""What the benchmarks share: alternating timing, a FLOP count, a training step (COURSE.md §8).
+"""What the benchmarks share: alternating timing, a FLOP count, a training step (book/design.md, "How numbers get into the book").
 
 Imported by the `bench_*.py` scripts next to it (run as `python benchmarks/bench_X.py`,
 which puts this folder on the import path).

@@ -1,5 +1,6 @@
+"""`python -m minidalle`: runs the command line (`minidalle.cli`)."""
 import sys
 
-from .cli import main
+from minidalle.cli import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """Checkpoints: safetensors for tensors, JSON for everything else, never pickle.
 
-The course's one checkpoint helper (COURSE.md §7). A checkpoint `NAME` is two
+The course's one checkpoint helper (book/design.md). A checkpoint `NAME` is two
 files, `NAME.safetensors` (the tensors) and `NAME.json` (the config, the
 layout of nested state such as an optimizer's, free-form info, and the
 sha256 of the tensor file). Shipped checkpoints are listed, with the command
@@ -25,8 +25,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from minidalle.config import ROOT, get_preset, model_part, override
+from minidalle.runtime import device
+
+
 FORMAT = "minidalle-checkpoint/1"
-ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "data" / "checkpoints"
 MANIFEST = SHIPPED / "manifest.json"
 RUNS = ROOT / "runs"                                  # resumable training state, git-ignored
@@ -64,7 +67,8 @@ def _unflatten(obj, tensors: dict):
     return obj
 
 
-def _paths(name) -> tuple[Path, Path]:
+def paths(name) -> tuple[Path, Path]:
+    """The two files of checkpoint `name`: (NAME.safetensors, NAME.json)."""
     p = Path(name)
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
@@ -73,14 +77,30 @@ def _paths(name) -> tuple[Path, Path]:
 
 def shipped_name(kind: str, preset: str | None = None) -> Path:
     """data/checkpoints/{kind}-{preset}: where a model trained at a preset lives (the -ci ones are git-ignored)."""
-    from .presets import get_preset
 
     return SHIPPED / f"{kind}-{get_preset(preset).name}"
 
 
+def exists(name) -> bool:
+    return paths(name)[0].exists()
+
+
+def relative(name) -> str:
+    """`name` as shown to a person: relative to the repository when inside it."""
+    p = Path(name)
+    try:
+        return str(p.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
 def state_path(name) -> Path:
-    """Where training keeps the resumable state behind checkpoint `name`: runs/{name}-state."""
-    return RUNS / f"{Path(name).name}-state"
+    """Where training keeps the resumable state behind checkpoint `name`: runs/NAME-state for a shipped
+    checkpoint (data/checkpoints/ holds only finished ones), NAME-state beside any other."""
+    p = paths(name)[0].with_suffix("")
+    if p.parent.resolve() == SHIPPED.resolve():
+        return RUNS / f"{p.name}-state"
+    return p.with_name(p.name + "-state")
 
 
 def sha256(path) -> str:
@@ -97,17 +117,19 @@ def fingerprint(name) -> str:
     A model trained on another model's outputs (DALL·E on the dVAE's tokens, the prior on
     CLIP's embeddings) stores this in its config, so it is refused once that model changes.
     """
-    st = _paths(name)[0]
+    st = paths(name)[0]
     return sha256(st)[:16] if st.exists() else ""
 
 
-def save(name, state, config=None, info: dict | None = None) -> Path:
-    """Write `state` (tensors, possibly nested in dicts/lists) and `config` under `name`.
+def save(name, state, config=None, info: dict | None = None, trained_on: dict | None = None,
+         overrides: dict | None = None) -> Path:
+    """Write `state` (tensors, possibly nested in dicts/lists) and `config` under `name`, with the fingerprints
+    of the checkpoints it was trained on and the `--set` overrides that made its config.
 
     Writes atomically (temporary files, then rename), so an interrupted run
     never leaves half a checkpoint. Returns the path of the .safetensors file.
     """
-    st, js = _paths(name)
+    st, js = paths(name)
     st.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict = {}
     layout = _flatten(state, "", tensors)
@@ -115,7 +137,7 @@ def save(name, state, config=None, info: dict | None = None) -> Path:
     tensors = {k: v.clone() for k, v in tensors.items()}
     save_file(tensors, str(st) + ".tmp")
     meta = {"format": FORMAT, "config": _as_dict(config), "layout": layout, "info": info or {},
-            "sha256": sha256(str(st) + ".tmp")}
+            "trained_on": trained_on or {}, "overrides": _as_dict(overrides), "sha256": sha256(str(st) + ".tmp")}
     with open(str(js) + ".tmp", "w") as f:
         json.dump(meta, f, indent=1)
     os.replace(str(st) + ".tmp", st)
@@ -123,16 +145,20 @@ def save(name, state, config=None, info: dict | None = None) -> Path:
     return st
 
 
-def load(name, config=None, map_location: str = "cpu"):
+def load(name, config=None, map_location: str = "cpu", trained_on: dict | None = None):
     """Read a checkpoint: returns (state, config dict, info dict).
 
-    If `config` is given, the stored config must equal it, else CheckpointError
-    lists the differences.
+    If `config` is given, the checkpoint's model settings must equal its model settings (its
+    training settings are provenance and may differ); if `trained_on` is given ({"clip":
+    fingerprint}), the models it was trained on must be those. Else CheckpointError says what differs.
     """
-    st, js = _paths(name)
+    st, js = paths(name)
     if not st.exists() or not js.exists():
-        raise CheckpointError(f"no checkpoint at {st} (+ .json): train one first, e.g. "
-                              f"`python -m minidalle train ...`, or check the path")
+        if st.parent.resolve() == SHIPPED.resolve():            # data/checkpoints/KIND-PRESET: say how to make it
+            kind, _, preset = st.stem.rpartition("-")
+            raise CheckpointError(f"no checkpoint at {relative(st)}: train it with `MINIDALLE_PRESET={preset} "
+                                  f"python -m minidalle train {kind}`")
+        raise CheckpointError(f"no checkpoint at {relative(st)} (+ .json): check the path, or train one first")
     try:
         meta = json.loads(js.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -148,18 +174,33 @@ def load(name, config=None, map_location: str = "cpu"):
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{st} cannot be read ({e}): delete it and retrain") from e
     if config is not None:
-        want, have = _as_dict(config), meta["config"]
-        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        diff = _differences(model_part(_as_dict(config)), model_part(meta["config"]))
         if diff:
-            lines = ", ".join(f"{k}: checkpoint {have.get(k)!r} vs wanted {want.get(k)!r}" for k in diff)
-            raise CheckpointError(f"{st.name} was made with another config ({lines}); "
-                                  "use the matching preset/config or retrain")
+            raise CheckpointError(f"{st.name} was made with other model settings ({'; '.join(diff)}); "
+                                  "use the matching preset and settings, or retrain")
+    for what, want in (trained_on or {}).items():
+        have = meta.get("trained_on", {}).get(what)
+        if have != want:
+            raise CheckpointError(f"{st.name} was trained on another {what} checkpoint ({have or 'none recorded'}; "
+                                  f"this one is {want or 'missing'}): retrain it, `python -m minidalle train "
+                                  f"{st.stem.rsplit('-', 1)[0]}`, after the {what}")
     return _unflatten(meta["layout"], tensors), meta["config"], meta["info"]
 
 
-def load_into(module: torch.nn.Module, name, config=None, map_location="cpu") -> dict:
+def _differences(want, have, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(want) | set(have)):
+        a, b = want.get(k), have.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: checkpoint {b!r}, wanted {a!r}")
+    return out
+
+
+def load_into(module: torch.nn.Module, name, config=None, map_location="cpu", trained_on: dict | None = None) -> dict:
     """Load a checkpoint's weights into `module` (strictly). Returns the stored info."""
-    state, _, info = load(name, config, map_location)
+    state, _, info = load(name, config, map_location, trained_on)
     weights = state.get("model", state) if isinstance(state, dict) else state
     try:
         module.load_state_dict(weights, strict=True)
@@ -170,6 +211,37 @@ def load_into(module: torch.nn.Module, name, config=None, map_location="cpu") ->
     return info
 
 
+def recorded_overrides(name) -> dict:
+    """The `--set` overrides checkpoint `name` was trained with ({} if none, or if there is no checkpoint)."""
+    js = paths(name)[1]
+    try:
+        return json.loads(js.read_text()).get("overrides") or {}
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def record_overrides(name, overrides: dict) -> None:
+    """Write the overrides a finished checkpoint was trained with into its JSON (the tensors are untouched)."""
+    js = paths(name)[1]
+    meta = json.loads(js.read_text())
+    meta["overrides"] = _as_dict(overrides)
+    js.write_text(json.dumps(meta, indent=1))
+
+
+def load_model(build, config, name, trained_on: dict | None = None, kind: str | None = None):
+    """The trained model of checkpoint `name`: `build(config)` with the overrides the checkpoint was trained with
+    applied to `config` (so `train KIND --set …` is loaded as it was trained), its weights checked against those
+    model settings and `trained_on`, then loaded; in eval mode on the device. Every family's `load` is this;
+    `kind` names the command that trains a missing one."""
+    if kind and not exists(name) and paths(name)[0].parent.resolve() != SHIPPED.resolve():
+        raise CheckpointError(f"no {kind} checkpoint at {relative(name)}: train it with "
+                              f"`python -m minidalle train {kind}`, or check the path")
+    config, _ = override(config, recorded_overrides(name))
+    model = build(config)
+    load_into(model, name, config, trained_on=trained_on)
+    return model.to(device()).eval()
+
+
 def command_line(preset: str, args: str) -> str:
     """The shell command that made a checkpoint, as the manifest records it (with $OMP_NUM_THREADS if set)."""
     threads = os.environ.get("OMP_NUM_THREADS")
@@ -177,13 +249,15 @@ def command_line(preset: str, args: str) -> str:
 
 
 def record(name: str, path, command: str, preset: str, seed: int, wall_time_s: float,
-           metrics: dict | None = None, manifest: Path = MANIFEST) -> dict:
+           metrics: dict | None = None, manifest: Path = MANIFEST, overrides: dict | None = None,
+           trained_on: dict | None = None) -> dict:
     """Add or replace the manifest entry of a shipped checkpoint."""
-    st, _ = _paths(path)
+    st, _ = paths(path)
     entry = {
         "file": os.path.relpath(st, manifest.parent), "sha256": sha256(st), "bytes": st.stat().st_size,
         "command": command, "preset": preset, "seed": seed, "wall_time_s": round(wall_time_s, 1),
-        "metrics": metrics or {}, "date": datetime.date.today().isoformat(),
+        "metrics": metrics or {}, "overrides": _as_dict(overrides), "trained_on": trained_on or {},
+        "date": datetime.date.today().isoformat(),
         "hardware": f"{platform.machine()} {os.cpu_count()} CPU" + (
             f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "torch": torch.__version__,
@@ -195,17 +269,18 @@ def record(name: str, path, command: str, preset: str, seed: int, wall_time_s: f
     return entry
 
 
-def load_or_train(module: torch.nn.Module, name, config, train):
-    """Notebook helper: load `name` into `module` if it exists with this config, else `train()` it.
+def load_or_train(module: torch.nn.Module, name, config, train, trained_on: dict | None = None):
+    """Notebook helper: load `name` into `module` if it exists with this config (and, given `trained_on`, was
+    trained on those checkpoints), else `train()` it.
 
-    `train(module)` must train in place and return an info dict; the result is
-    saved under `name`. Returns (info, loaded: bool).
+    `train(module)` must train in place and return an info dict; the result is saved under `name`, with
+    `trained_on` recorded so that the family's `load` accepts it later. Returns (info, loaded: bool).
     """
     try:
-        return load_into(module, name, config), True
+        return load_into(module, name, config, trained_on=trained_on), True
     except CheckpointError as e:
-        if _paths(name)[0].exists():
-            print(f"not loading {_paths(name)[0].name}: {e}")
+        if paths(name)[0].exists():
+            print(f"not loading {paths(name)[0].name}: {e}")
         info = train(module) or {}
-        save(name, {"model": module.state_dict()}, config, info)
+        save(name, {"model": module.state_dict()}, config, info, trained_on)
         return info, False

@@ -1,35 +1,55 @@
-"""`python -m minidalle`: the course's command line.
+"""`python -m minidalle`: the course's command line, a thin layer over `registry` and the oracle.
 
-Subcommands: `info` (setup check), `data preview` (a captioned grid of the
-shapes world), `oracle validate|read|check`, `train clip|ddpm|glide` and
-`eval clip|ddpm|glide` (lessons 02–04). Later lessons add their targets and `generate`.
+    info                                   the setup: preset, device, versions
+    data preview                           a captioned grid of the shapes world (lesson 01)
+    oracle validate | read IMG | check IMG CAPTION     audit the oracle, or ask it about a PNG (lesson 01)
+    train KIND [--set key=value …] [--out NAME] [--resume]     train a model at the active preset
+    eval KIND [options]                    measure a trained model, as it was trained (the book's figures)
+    generate PROMPT [--model unclip|glide|dalle] [--n 8] [--seed 0] [--out FILE.png]
+
+The kinds, and the lessons they belong to, are in `registry.KINDS` (and `train --help`). Bad input — an unknown
+kind or setting, a prompt the world cannot say, a missing checkpoint — gets one line saying what to do and exit
+status 2; anything else is a bug, and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 import time
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from PIL import Image
+
+from minidalle import checkpoint, registry
+from minidalle.config import InputError, get_preset
+from minidalle.runtime import device
+from minidalle.text.words import check_prompt
+from minidalle.world import artefacts, eyes
+from minidalle.world.data import preview
+from minidalle.world.oracle import judge, read, validation_suite
+
+matplotlib.use("Agg")                       # the command line only writes files
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+
+
+SHOWN = {"unclip": "unCLIP", "glide": "GLIDE", "dalle": "DALL·E"}      # `generate --model` as the book names it
 
 
 def _info(args):
-    import platform
-
-    import torch
-
-    from .checkpoint import MANIFEST
-    from .presets import get_preset
-    from .runtime import device
-
     p = get_preset()
     print(f"minidalle preset: {p.name} — {p.about}")
     print(f"device: {device()}   torch {torch.__version__}   python {platform.python_version()}")
     print(f"base images {p.base_res}×{p.base_res}, upsampled to {p.up_res}×{p.up_res}")
-    print(f"shipped checkpoints: {MANIFEST if MANIFEST.exists() else 'none yet'}")
+    print(f"shipped checkpoints: {checkpoint.MANIFEST if checkpoint.MANIFEST.exists() else 'none yet'}")
+    print("model kinds: " + ", ".join(f"{k} ({v.lesson})" for k, v in registry.KINDS.items()))
 
 
 def _preview(args):
-    from .data import preview
-
+    _check_out(args.out)
     t = time.perf_counter()
     preview(args.out, n=args.n, res=args.res, seed=args.seed)
     print(f"wrote {args.out}: {args.n} captioned scenes at {args.res}×{args.res} (seed {args.seed}) "
@@ -37,9 +57,6 @@ def _preview(args):
 
 
 def _validate(args):
-    from . import artefacts, eyes
-    from .oracle import read, validation_suite
-
     t = time.perf_counter()
     res = validation_suite(args.n, args.seed, show_progress=True)
     keys = ["shape", "colour", "size", "count", "relations", "stated"]
@@ -64,22 +81,16 @@ def _validate(args):
     print(f"({time.perf_counter() - t:.0f} s)")
 
 
-def _load_png(path):
-    import numpy as np
-    from PIL import Image
-
+def _load_png(path) -> torch.Tensor:
+    """A PNG as uint8 (3, H, W), or InputError."""
     try:
         img = Image.open(path).convert("RGB")
     except (FileNotFoundError, OSError) as e:
-        raise SystemExit(f"cannot read image {path}: {e}")
-    import torch
-
+        raise InputError(f"cannot read image {path}: {e}") from e
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
 
 def _read(args):
-    from .oracle import read
-
     r = read(_load_png(args.image))[0]
     if not r.objects:
         print("no objects found")
@@ -90,17 +101,67 @@ def _read(args):
 
 
 def _check(args):
-    from .oracle import judge
-
     out = judge(_load_png(args.image), [args.caption])[0]
     for k, v in out.items():
         print(f"{k:24s} {'yes' if v else 'no'}")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m minidalle",
-                                     description="minidalle: DALL·E 1 and 2 in miniature, built to learn from.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def _check_out(out) -> None:
+    """Refuse an output path whose folder does not exist, before any long work."""
+    folder = Path(out).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write {out}: there is no folder {folder}; create it or choose another --out")
+
+
+def _train(args):
+    if args.out is not None:
+        _check_out(checkpoint.paths(args.out)[0])
+    registry.train(args.kind, sets=args.set, resume=args.resume, out=args.out)
+
+
+def _eval(args):
+    k = registry.kind(args.kind)
+    options = {o.flag.lstrip("-").replace("-", "_"): getattr(args, o.flag.lstrip("-").replace("-", "_"))
+               for o in k.options}
+    t = time.perf_counter()
+    k.evaluate(**options)
+    print(f"(evaluated in {time.perf_counter() - t:.0f} s)")
+
+
+def _generate(args):
+    if not 1 <= args.n <= 64:
+        raise InputError(f"--n must be between 1 and 64, got {args.n}")
+    check_prompt(args.prompt)
+    _check_out(args.out)
+    model = registry.load(args.model)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        images = registry.generate(args.model, [args.prompt] * args.n, seed=args.seed, guidance=args.guidance,
+                                   model=model)
+    wall = time.perf_counter() - t0
+    verdicts = judge(images, [args.prompt] * args.n)
+    cols = min(args.n, 8)
+    rows = (args.n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.55 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < args.n:
+            ok = verdicts[i]["exact"]
+            ax.imshow(images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_title("✓" if ok else "✗", fontsize=8, color="green" if ok else "red")
+    fig.suptitle(f"“{args.prompt}” — {SHOWN[args.model]}, preset {get_preset().name}, seed {args.seed} "
+                 "(✓: the oracle agrees)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    plt.close(fig)
+    print(f"wrote {args.out}: {args.n} pictures of {images.shape[-1]}×{images.shape[-1]} in {wall:.1f} s; "
+          f"the oracle finds the prompt exactly in {sum(v['exact'] for v in verdicts)} of {args.n}")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m minidalle",
+                                 description="minidalle: DALL·E 1 and 2 in miniature, built to learn from.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("info", help="check the setup: preset, device, versions").set_defaults(func=_info)
 
     data = sub.add_parser("data", help="the shapes world").add_subparsers(dest="what", metavar="WHAT")
@@ -125,170 +186,54 @@ def main(argv=None):
     ck.add_argument("image")
     ck.add_argument("caption")
     ck.set_defaults(func=_check)
-    _clip_commands(sub)
-    _diffusion_commands(sub)
-    _dalle_commands(sub)
-    _prior_commands(sub)
-    _unclip_commands(sub)
 
-    args = parser.parse_args(argv)
+    sets = dict(action="append", default=[], metavar="KEY=VALUE",
+                help="change a setting of the kind's config, e.g. --set train.steps=500 (repeatable; "
+                     "a wrong key lists the settings)")
+    tr = sub.add_parser("train", help="train a model at the active preset ($MINIDALLE_PRESET)")
+    trk = tr.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for name in registry.TRAINABLE:
+        k = registry.KINDS[name]
+        t = trk.add_parser(name, help=f"lesson {k.lesson}: {k.about}")
+        t.add_argument("--set", **sets)
+        t.add_argument("--out", default=None, metavar="NAME",
+                       help=f"checkpoint to write (default data/checkpoints/{name}-PRESET, recorded in the manifest)")
+        t.add_argument("--resume", action="store_true", help="continue from the last periodic state")
+        t.set_defaults(func=_train)
+    ev = sub.add_parser("eval", help="measure a trained model (the figures of book/results.md)")
+    evk = ev.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for name in registry.MEASURED:
+        k = registry.KINDS[name]
+        e = evk.add_parser(name, help=f"lesson {k.lesson}: {k.about}")
+        for o in k.options:
+            e.add_argument(o.flag, type=o.type, default=o.default, help=o.help)
+        e.set_defaults(func=_eval)
+    g = sub.add_parser("generate", help="text → pictures, by default with the unCLIP cascade")
+    g.add_argument("prompt", help="a shapes-world caption, e.g. 'a red circle' or 'a blue square above a green cross'")
+    g.add_argument("--model", default="unclip", choices=registry.GENERATORS, help="which model draws (default unclip)")
+    g.add_argument("--n", type=int, default=8, help="pictures to draw (default 8)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", default="unclip.png", help="PNG to write (default: unclip.png)")
+    g.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's own, the smallest best of its sweep)")
+    g.set_defaults(func=_generate)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        ap.print_help()
         return 0 if args.command is None else 2
-    from .checkpoint import CheckpointError
-    from .presets import get_preset
-
     try:
         args.func(args)
-    except ValueError as e:           # bad input: one clear line, no traceback
+    except InputError as e:                       # bad input: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except CheckpointError as e:      # missing, corrupt or mismatched checkpoint: what to run instead
+    except checkpoint.CheckpointError as e:       # missing, corrupt or mismatched checkpoint: what to run instead
         hint = "" if get_preset().name == "cpu" else \
             " (the shipped checkpoints are the cpu preset's: set MINIDALLE_PRESET=cpu to use them)"
         print(f"error: {e}{hint}", file=sys.stderr)
         return 2
     return 0
-
-
-def _targets(sub, name: str, help: str):
-    """The TARGET subparsers of `train` / `eval`: created on first use; each lesson adds its target."""
-    if name not in sub.choices:
-        sub.add_parser(name, help=help).add_subparsers(dest="target", metavar="TARGET")
-    return next(a for a in sub.choices[name]._actions if isinstance(a, argparse._SubParsersAction))
-
-
-def _train_parser(sub):
-    """`train TARGET`: train a model at the active preset, with periodic checkpoints and --resume."""
-    return _targets(sub, "train", "train a model at the active preset ($MINIDALLE_PRESET)")
-
-
-def _eval_parser(sub):
-    """`eval TARGET`: measure a trained model on held-out scenes."""
-    return _targets(sub, "eval", "measure a trained model on held-out scenes")
-
-
-def _clip_commands(sub):
-    t = _train_parser(sub).add_parser("clip", help="train CLIP (lesson 02) into data/checkpoints/clip-PRESET")
-    t.add_argument("--resume", action="store_true", help="continue from the last periodic checkpoint (runs/)")
-    t.set_defaults(func=_train_clip)
-    e = _eval_parser(sub).add_parser("clip", help="zero-shot accuracy, retrieval and compositional probes of CLIP")
-    e.add_argument("--n", type=int, default=None, help="held-out scenes per measurement (default: the preset's n_eval)")
-    e.set_defaults(func=_eval_clip)
-
-
-def _clip_eval_print(model, n):
-    from .clip_eval import evaluate, report
-    from .presets import get_preset
-
-    n = n or get_preset().n_eval
-    t = time.perf_counter()
-    results = evaluate(model, n_zero_shot=n, n_retrieval=min(n, 1000), n_probes=n)
-    print(report(results))
-    print(f"(evaluated in {time.perf_counter() - t:.0f} s)")
-    return results
-
-
-def _train_clip(args):
-    from .checkpoint import ROOT, command_line, record, save
-    from .clip import CLIP, checkpoint_name, preset_configs, train
-    from .presets import get_preset
-    from .runtime import seed_everything
-
-    p = get_preset()
-    config, tc = preset_configs()
-    seed_everything(tc.seed)                                  # the initial weights are part of the recipe
-    model = CLIP(config)
-    info = train(model, tc, resume=args.resume)
-    path = save(checkpoint_name(), {"model": model.state_dict()}, config, info)
-    print(f"CLIP at preset {p.name}: {tc.steps} steps, final loss {info['losses'][-1]:.3f}, "
-          f"training wall time {info['wall_time_s']:.0f} s; saved {path.relative_to(ROOT)} "
-          f"({path.stat().st_size / 1e6:.1f} MB)")
-    results = _clip_eval_print(model, None)
-    if p.name != "ci":            # ci checkpoints are git-ignored and never shipped
-        record(f"clip-{p.name}", path, command_line(p.name, "train clip"), p.name,
-               tc.seed, info["wall_time_s"], {k: {m: round(v, 4) if isinstance(v, float) else v for m, v in r.items()}
-                                              for k, r in results.items()})
-
-
-def _eval_clip(args):
-    from .clip import load_trained
-
-    if args.n is not None and args.n < 2:
-        raise ValueError(f"--n must be at least 2 held-out scenes, got {args.n}")
-    model, _ = load_trained(train_if_missing=False)
-    _clip_eval_print(model, args.n)
-
-
-def _diffusion_commands(sub):
-    """`train ddpm|glide` and `eval ddpm|glide` (lessons 03 and 04; minidalle.glide does the work)."""
-    for kind, lesson in (("ddpm", "03"), ("glide", "04")):
-        t = _train_parser(sub).add_parser(kind, help=f"train lesson {lesson}'s {kind} into data/checkpoints/{kind}-PRESET")
-        t.add_argument("--resume", action="store_true", help="continue from the last periodic state (runs/)")
-        t.set_defaults(func=lambda a, k=kind: __import__("minidalle.glide").glide.cli_train(k, a.resume))
-        e = _eval_parser(sub).add_parser(kind, help=f"oracle accuracy of {kind} samples, DDIM vs DDPM"
-                                         + (", guidance sweep" if kind == "glide" else ""))
-        e.add_argument("--per-prompt", type=int, default=4, help="samples per prompt (default 4)")
-        e.add_argument("--plot", default=None, help="PNG for the guidance sweep (glide)")
-        e.add_argument("--guidance", type=float, default=None,
-                       help="classifier-free guidance scale (glide; default glide.GUIDANCE, the sweep's best)")
-        e.set_defaults(func=lambda a, k=kind: __import__("minidalle.glide").glide.cli_eval(k, a.per_prompt, a.plot,
-                                                                                          **_guidance(a)))
-
-
-def _guidance(a) -> dict:
-    """--guidance when given; otherwise nothing, so the model's own default scale (its sweep's best) applies."""
-    return {} if a.guidance is None else {"guidance": a.guidance}
-
-
-def _dalle_commands(sub):
-    """`train dvae|dalle` and `eval dvae|dalle` (lessons 08 and 09; minidalle.dalle_eval does the work)."""
-    helps = {"dvae": ("08", "the discrete VAE", "reconstruction error, codebook usage, oracle check of reconstructions"),
-             "dalle": ("09", "the DALL·E transformer (needs the dVAE)",
-                       "oracle accuracy of samples, CLIP re-ranking curve, image completion")}
-    for kind, (lesson, what, measures) in helps.items():
-        t = _train_parser(sub).add_parser(kind, help=f"train lesson {lesson}'s {what} into data/checkpoints/{kind}-PRESET")
-        t.add_argument("--resume", action="store_true", help="continue from the last periodic state (runs/)")
-        t.set_defaults(func=lambda a, k=kind: __import__("minidalle.dalle_eval").dalle_eval.cli_train(k, a.resume))
-        e = _eval_parser(sub).add_parser(kind, help=measures)
-        if kind == "dvae":
-            e.add_argument("--n", type=int, default=500, help="held-out scenes of each kind (default 500)")
-        else:
-            e.add_argument("--per-prompt", type=int, default=4, help="samples per prompt (default 4)")
-        e.set_defaults(func=lambda a, k=kind: __import__("minidalle.dalle_eval").dalle_eval.cli_eval(
-            k, n=getattr(a, "n", 500), per_prompt=getattr(a, "per_prompt", 4)))
-
-
-def _prior_commands(sub):
-    """`train prior` and `eval prior` (lesson 05; minidalle.prior does the work)."""
-    t = _train_parser(sub).add_parser("prior", help="train lesson 05's diffusion prior (needs CLIP) into "
-                                                    "data/checkpoints/prior-PRESET")
-    t.add_argument("--resume", action="store_true", help="continue from the last periodic state (runs/)")
-    t.set_defaults(func=lambda a: __import__("minidalle.prior").prior.cli_train(a.resume))
-    e = _eval_parser(sub).add_parser("prior", help="cosine similarity of predicted to true CLIP image embeddings")
-    e.add_argument("--n", type=int, default=500, help="held-out captioned scenes (default 500)")
-    e.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1)")
-    e.set_defaults(func=lambda a: __import__("minidalle.prior").prior.cli_eval(a.n, a.guidance))
-
-
-def _unclip_commands(sub):
-    """`generate`, `train decoder|upsampler` and `eval unclip` (lessons 06-07; minidalle.decoder and .unclip)."""
-    g = sub.add_parser("generate", help="text → pictures with the unCLIP cascade (prior, decoder, upsampler)")
-    g.add_argument("prompt", help="a shapes-world caption, e.g. 'a red circle' or 'a blue square above a green star'")
-    g.add_argument("--n", type=int, default=8, help="pictures to draw (default 8)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", default="unclip.png", help="PNG to write (default: unclip.png)")
-    g.add_argument("--guidance", type=float, default=None,
-                   help="decoder classifier-free guidance scale (default decoder.GUIDANCE, the sweep's best)")
-    g.set_defaults(func=lambda a: __import__("minidalle.unclip").unclip.cli_generate(a.prompt, a.n, a.seed, a.out,
-                                                                                    **_guidance(a)))
-    for kind, what in (("decoder", "lesson 06's decoder (CLIP image embedding → base-resolution picture)"),
-                       ("upsampler", "lesson 06's upsampler (base → twice the resolution)")):
-        t = _train_parser(sub).add_parser(kind, help=f"train {what} (needs CLIP) into data/checkpoints/{kind}-PRESET")
-        t.add_argument("--resume", action="store_true", help="continue from the last periodic state (runs/)")
-        t.set_defaults(func=lambda a, k=kind: __import__("minidalle.decoder").decoder.cli_train(k, a.resume))
-    e = _eval_parser(sub).add_parser("unclip", help="the unCLIP ablation (prior vs text embedding vs GLIDE), oracle-judged")
-    e.add_argument("--per-prompt", type=int, default=4, help="samples per prompt (default 4)")
-    e.add_argument("--guidance", type=float, default=None,
-                   help="decoder classifier-free guidance scale (default decoder.GUIDANCE, the sweep's best)")
-    e.set_defaults(func=lambda a: __import__("minidalle.unclip").unclip.cli_eval(a.per_prompt, **_guidance(a)))

@@ -1,6 +1,6 @@
 """The course's one device helper, one seed helper, one progress bar, and the training loops' shared schedule.
 
-COURSE.md §7: every module and notebook uses these, so that "which device?",
+the design page, book/design.md: every module and notebook uses these, so that "which device?",
 "is it reproducible?" and "how long will it take?" have one answer each.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ import math
 import os
 import random
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -26,15 +27,10 @@ def device() -> torch.device:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy (if present) and torch; return a CPU generator seeded alike."""
+    """Seed Python, NumPy and torch; return a CPU generator seeded alike."""
     random.seed(seed)
     torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:  # pragma: no cover
-        pass
+    np.random.seed(seed % 2**32)
     return torch.Generator().manual_seed(seed)
 
 

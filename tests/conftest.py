@@ -23,3 +23,18 @@ def first_and_last(info: dict, key: str | None = None, k: int = 5) -> tuple[floa
     """
     values = [row[1] if key is None else row[2][key] for row in info["losses"]]
     return sum(values[:k]) / k, sum(values[-k:]) / k
+
+
+@pytest.fixture(scope="session")
+def ci_clip():
+    """A ci-preset CLIP trained for its few steps (seconds): the prior, decoder and upsampler read its embeddings."""
+    # imported here, not at the top: minidalle needs open_clip, and pytest_configure's message about a missing
+    # peer must come first
+    from minidalle.clip import train as clip_train
+    from minidalle.clip.model import CLIP, clip_config
+    from minidalle.runtime import seed_everything
+
+    seed_everything(0)
+    model = CLIP(clip_config("ci"))
+    clip_train.train(model, show_progress=False)
+    return model.eval()

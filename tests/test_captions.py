@@ -4,9 +4,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minidalle.captions import MAX_CAPTION_WORDS, PHRASES, Desc, Query, caption, describe, parse
-from minidalle.oracle import check
-from minidalle.world import COLOUR_NAMES, SHAPES, SIZE_NAMES, Obj, Scene, sample_scenes
+from minidalle.world.captions import MAX_CAPTION_WORDS, PHRASES, Desc, Query, caption, describe, parse
+from minidalle.world.oracle import check
+from minidalle.world.sampler import sample_scenes
+from minidalle.world.scenes import COLOUR_NAMES, SHAPES, SIZE_NAMES, Obj, Scene
 
 
 def test_every_generated_caption_parses_and_is_true_of_its_scene():

@@ -48,7 +48,7 @@ def test_corrupted_file_is_detected(tmp_path):
 
 def test_config_mismatch_names_the_difference(tmp_path):
     save(tmp_path / "m", {"model": small().state_dict()}, {"width": 4, "depth": 2})
-    with pytest.raises(CheckpointError, match="width: checkpoint 4 vs wanted 8"):
+    with pytest.raises(CheckpointError, match="width: checkpoint 4, wanted 8"):
         load(tmp_path / "m", {"width": 8, "depth": 2})
 
 
@@ -77,6 +77,18 @@ def test_load_or_train_trains_once_then_loads(tmp_path):
     assert not loaded and len(calls) == 2
 
 
+
+def test_load_or_train_records_what_it_was_trained_on(tmp_path):
+    """A notebook-trained prior (no shipped checkpoint, e.g. at gpu) must load later through the family's `load`,
+    which checks `trained_on`; and a notebook must not load one trained on another CLIP."""
+    on = {"clip": "aaaa"}
+    load_or_train(small(), tmp_path / "m", {"w": 1}, lambda m: {}, trained_on=on)
+    load_into(small(), tmp_path / "m", {"w": 1}, trained_on=on)                  # the family's check passes
+    with pytest.raises(CheckpointError):
+        load_into(small(), tmp_path / "m", {"w": 1}, trained_on={"clip": "bbbb"})
+    _, loaded = load_or_train(small(), tmp_path / "m", {"w": 1}, lambda m: {}, trained_on={"clip": "bbbb"})
+    assert not loaded                                                              # another CLIP: retrained
+
 def test_manifest_records_command_and_hash(tmp_path):
     path = save(tmp_path / "ck" / "m", {"model": small().state_dict()}, {})
     manifest = tmp_path / "ck" / "manifest.json"
@@ -87,10 +99,10 @@ def test_manifest_records_command_and_hash(tmp_path):
 
 def test_training_state_lives_under_runs_next_to_its_checkpoint_name():
     from minidalle import checkpoint
-    from minidalle.clip import state_name
+    from minidalle.clip.train import checkpoint_name
 
     assert checkpoint.state_path(checkpoint.SHIPPED / "glide-cpu") == checkpoint.ROOT / "runs" / "glide-cpu-state"
-    assert state_name("cpu") == checkpoint.ROOT / "runs" / "clip-cpu-state"
+    assert checkpoint.state_path(checkpoint_name("cpu")) == checkpoint.ROOT / "runs" / "clip-cpu-state"
 
 
 def test_manifest_command_line_names_the_thread_count_only_when_set(monkeypatch):

@@ -1,7 +1,7 @@
 import torch
 
-from minidalle.data import ShapesDataset, cached, generate
-from minidalle.world import SceneSpec
+from minidalle.world.data import ShapesDataset, cached, generate
+from minidalle.world.scenes import SceneSpec
 
 
 def test_generate_is_deterministic_and_captioned():

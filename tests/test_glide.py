@@ -1,12 +1,17 @@
-"""minidalle.glide: the GLIDE tokenizer and text encoder, prompt errors, the models, training, resuming, the CLI."""
+"""Lessons 03–04: the word tokenizer, GLIDE's text encoder, prompt errors, the DDPM and GLIDE, training, resuming."""
 import pytest
 import torch
 
 from minidalle import checkpoint
-from minidalle.captions import MAX_CAPTION_WORDS
-from minidalle.evaluation import pixel_diversity, rate
-from minidalle.glide import (DDPM, EOT, GLIDE, PAD, TextEncoder, check_prompt, ddpm_config, generate, glide_config,
-                             sample_ddpm_model, tokenize, train)
+from minidalle.cli import main
+from minidalle.config import InputError, override
+from minidalle.diffusion import ddpm, glide
+from minidalle.diffusion.ddpm import DDPM, ddpm_config
+from minidalle.diffusion.glide import GLIDE, GUIDANCE, TextEncoder, generate, glide_config
+from minidalle.eval.prompts import SINGLE_PROMPTS, judge_samples, pixel_diversity
+from minidalle.eval.rates import rate
+from minidalle.text.words import EOT, PAD, check_prompt, tokenize
+from minidalle.world.captions import MAX_CAPTION_WORDS
 
 
 def test_tokenize_pads_and_masks():
@@ -21,10 +26,10 @@ def test_tokenize_pads_and_masks():
                                           (" ".join(["a red circle"] * 12), "too long")])
 def test_bad_prompts_are_refused_clearly(prompt, match):
     assert len(" ".join(["a red circle"] * 12).split()) > MAX_CAPTION_WORDS
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         check_prompt(prompt)
     model = GLIDE(glide_config("ci"))
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         generate(model, [prompt], steps=2)
 
 
@@ -42,16 +47,15 @@ def test_models_and_samplers_shapes():
     x = generate(g, ["a red circle", "a green cross above a blue square"], guidance=3.0, steps=3)
     assert x.shape == (2, 3, 16, 16) and 0 <= x.min() and x.max() <= 1
     d = DDPM(ddpm_config("ci")).eval()
-    y = sample_ddpm_model(d, 3, steps=3)
+    y = ddpm.sample(d, 3, steps=3)
     assert y.shape == (3, 3, 16, 16) and 0 <= y.min() and y.max() <= 1
 
 
-def test_glide_training_saves_and_resumes(tmp_path):
-    cfg = glide_config("ci")
-    cfg.train.steps, cfg.train.save_every, cfg.train.n_train = 4, 2, 64
+def test_glide_training_saves_the_ema_and_resumes(tmp_path):
+    cfg, _ = override(glide_config("ci"), {"train.steps": 4, "train.save_every": 2, "train.n_train": 64})
     model = GLIDE(cfg)
-    info = train(model, cfg, tmp_path / "g", show_progress=False, state=tmp_path / "g-state")
-    assert info["steps"] == 4 and len(info["losses"]) >= 2
+    info = glide.train(model, tmp_path / "g", show_progress=False)
+    assert len(info["losses"]) >= 2
     shipped, _, _ = checkpoint.load(tmp_path / "g", cfg)
     assert set(shipped) == {"model"}                                   # the shipped file: EMA weights only
     state, _, _ = checkpoint.load(tmp_path / "g-state", cfg)
@@ -59,47 +63,45 @@ def test_glide_training_saves_and_resumes(tmp_path):
     for k, v in model.state_dict().items():                             # the model ends holding the EMA
         assert torch.equal(v, state["ema"][k]) and torch.equal(v, shipped["model"][k])
     assert any(not torch.equal(state["model"][k], state["ema"][k]) for k in state["ema"])
-    cfg2 = glide_config("ci")
-    cfg2.train.steps, cfg2.train.save_every, cfg2.train.n_train = 4, 2, 64
-    with pytest.raises(checkpoint.CheckpointError):                     # a checkpoint of another config
-        checkpoint.load(tmp_path / "g", glide_config("ci"))
-    again = train(GLIDE(cfg2), cfg2, tmp_path / "g", resume=True, show_progress=False, state=tmp_path / "g-state")
+    wider, _ = override(cfg, ["text_width=64"])
+    with pytest.raises(checkpoint.CheckpointError):                     # a checkpoint of other model settings
+        checkpoint.load(tmp_path / "g", wider)
+    again = glide.train(GLIDE(cfg), tmp_path / "g", resume=True, show_progress=False)
     assert again["losses"] == info["losses"]                            # nothing left to do
 
 
 def test_resume_continues_where_training_stopped(tmp_path):
     """Four steps in one go equal a run stopped after step 2 (Ctrl-C) and resumed."""
-    cfg = ddpm_config("ci")
-    cfg.train.steps, cfg.train.save_every, cfg.train.n_train, cfg.train.log_every = 4, 2, 64, 1
+    cfg, _ = override(ddpm_config("ci"), {"train.steps": 4, "train.save_every": 2, "train.n_train": 64,
+                                           "train.log_every": 1})
     torch.manual_seed(0)
     whole = DDPM(cfg)
     init = {k: v.clone() for k, v in whole.state_dict().items()}
-    train(whole, cfg, tmp_path / "a", show_progress=False, state=tmp_path / "a-state")
+    ddpm.train(whole, tmp_path / "a", show_progress=False)
 
     def stop(step, _):
         if step == 2:
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        train(DDPM(cfg), cfg, tmp_path / "b", show_progress=False, on_log=stop, state=tmp_path / "b-state")
-    assert int(checkpoint.load(tmp_path / "b-state", cfg)[0]["step"]) == 2
+        ddpm.train(DDPM(cfg), tmp_path / "b", show_progress=False, on_log=stop)
+    assert int(checkpoint.load(tmp_path / "b-state", cfg)[0]["step"]) == 3
     rest = DDPM(cfg)
     rest.load_state_dict(init)
-    train(rest, cfg, tmp_path / "b", resume=True, show_progress=False, state=tmp_path / "b-state")
+    ddpm.train(rest, tmp_path / "b", resume=True, show_progress=False)
     for k, v in whole.state_dict().items():
         assert torch.allclose(v, rest.state_dict()[k], atol=1e-6), k
 
 
 def test_bootstrap_and_diversity():
-    r, lo, hi = rate([1] * 90 + [0] * 10)
-    assert r == pytest.approx(0.9) and lo < 0.9 < hi and hi - lo < 0.2
+    r, lo, hi, n = rate([1] * 90 + [0] * 10)
+    assert r == pytest.approx(0.9) and lo < 0.9 < hi and hi - lo < 0.2 and n == 100
+    assert str(rate([1, 1, 0, 0])).startswith("0.500 [")
     same = torch.zeros(8, 3, 4, 4)
     assert pixel_diversity(same, 4) == 0
     assert pixel_diversity(torch.rand(8, 3, 4, 4), 4) > 0
 
 
 def test_cli_lists_the_targets(capsys):
-    from minidalle.cli import main
-
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "ddpm" in capsys.readouterr().out
@@ -109,10 +111,7 @@ def test_shipped_glide_single_object_exact_match():
     """Exact match on eval glide's single-object suite (40 prompts × 4, prompt seed 1, DDIM 50, glide.GUIDANCE): 0.525
     by the strict oracle, which names no small shape at 16×16 (issue 4's bar, 0.90, is not met; the floor guards the
     measured level), and guidance helps: the same samples at s = 1, 0.362, fall short. ≈ 40 s."""
-    from minidalle.evaluation import SINGLE_PROMPTS, judge_samples
-    from minidalle.glide import GUIDANCE, load_trained
-
-    model, _ = load_trained("glide", "cpu")
+    model = glide.load("cpu")
     exact = {}
     for s in (1.0, GUIDANCE):
         _, _, v = judge_samples(lambda caps, seed: generate(model, caps, s, 50, "ddim", seed), SINGLE_PROMPTS, 4, 1)

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from minidalle import artefacts, eyes
-from minidalle.data import generate
-from minidalle.oracle import STRICT, OracleError, as_images, check, judge, read, validation_suite
-from minidalle.render import render_scenes
-from minidalle.world import UNCLEAR, Obj, Scene
+from minidalle.world import artefacts, eyes
+from minidalle.world.data import generate
+from minidalle.world.oracle import STRICT, OracleError, as_images, check, judge, read, validation_suite
+from minidalle.world.render import render_scenes
+from minidalle.world.scenes import UNCLEAR, Obj, Scene
 
 
 @pytest.fixture(scope="module")

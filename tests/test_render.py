@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from minidalle.render import PALETTE, degrade, masks, render, render_scenes
-from minidalle.world import SIZES, Obj, Scene, sample_scenes
+from minidalle.world.render import PALETTE, degrade, masks, render, render_scenes
+from minidalle.world.sampler import sample_scenes
+from minidalle.world.scenes import SIZES, Obj, Scene
 
 
 def test_clean_renders_hold_only_palette_colours_and_black():

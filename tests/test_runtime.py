@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minidalle import get_preset, progress, seed_everything
-from minidalle.presets import PRESETS
+from minidalle.config import PRESETS
 
 
 def test_preset_from_environment(monkeypatch):
@@ -58,8 +58,8 @@ def test_cli_preview_writes_a_png(tmp_path):
 def test_cli_reads_and_checks_a_png(tmp_path):
     from PIL import Image
 
-    from minidalle.render import render_scenes
-    from minidalle.world import Obj, Scene
+    from minidalle.world.render import render_scenes
+    from minidalle.world.scenes import Obj, Scene
 
     img = render_scenes([Scene((Obj("triangle", "yellow", "large", 0.5, 0.5),))], 32)[0]
     Image.fromarray((img * 255).byte().permute(1, 2, 0).numpy()).save(tmp_path / "t.png")

@@ -5,8 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minidalle.world import (COLOUR_NAMES, MARGIN, SAME_GAP, SHAPES, SIZES, Obj, Scene, SceneSpec, Skew,
-                             relation_margins, relations_between, sample_scenes)
+from minidalle.world.sampler import sample_scenes
+from minidalle.world.scenes import (COLOUR_NAMES, MARGIN, SAME_GAP, SHAPES, SIZES, Obj, Scene, SceneSpec, Skew,
+                                    relation_margins, relations_between)
 
 
 def rels(*objs):

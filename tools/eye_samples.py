@@ -26,11 +26,14 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("MINIDALLE_PRESET", "cpu")             # the shipped checkpoints
 
-from minidalle import dalle, dalle_eval, glide, unclip  # noqa: E402
-from minidalle.evaluation import SINGLE_PROMPTS, pair_prompts  # noqa: E402
-from minidalle.oracle import pixel_labels  # noqa: E402
-from minidalle.render import degrade, render, render_scenes  # noqa: E402
-from minidalle.world import COLOUR_NAMES, SHAPES, Obj, Scene, SceneSpec, sample_scenes  # noqa: E402
+from minidalle.dalle1 import dvae, transformer as dalle  # noqa: E402
+from minidalle.dalle2 import unclip  # noqa: E402
+from minidalle.diffusion import glide  # noqa: E402
+from minidalle.eval.prompts import SINGLE_PROMPTS, pair_prompts  # noqa: E402
+from minidalle.world.oracle import coverage, pixel_labels  # noqa: E402
+from minidalle.world.render import degrade, render, render_scenes  # noqa: E402
+from minidalle.world.sampler import sample_scenes  # noqa: E402
+from minidalle.world.scenes import COLOUR_NAMES, SHAPES, Obj, Scene, SceneSpec  # noqa: E402
 
 COLUMNS = ["n", "model", "kind", "res", "prompt", "true_scene", "eye_count", "eye_objects", "eye_layout",
            "eye_confidence", "eye_note"]
@@ -47,12 +50,12 @@ def draw(out: Path, per_model: int, seed: int):
     pairs = pair_prompts(2 * per_model, seed=seed)
     n1 = per_model * 2 // 3
     items = []
-    g, _ = glide.load_trained("glide")
+    g = glide.load()
     pipe = unclip.load()
-    m, vae = dalle.load_trained()
+    m, vae = dalle.load(), dvae.load()
     samplers = {"glide": lambda ps, s: glide.generate(g, ps, seed=s),
                 "unclip": lambda ps, s: unclip.generate(pipe, ps, seed=s),
-                "dalle": lambda ps, s: dalle_eval.sampler(m, vae)(ps, s)}
+                "dalle": lambda ps, s: dalle.sampler(m, vae)(ps, s)}
     for k, (model, sample) in enumerate(samplers.items()):
         for kind, ps in (("single", singles(n1)), ("pair", rng.sample(pairs, per_model - n1))):
             with torch.no_grad():
@@ -82,8 +85,6 @@ def draw(out: Path, per_model: int, seed: int):
 
 def pixmap(out: Path, n: int):
     x = torch.from_numpy(np.asarray(Image.open(out / "tiles" / f"{n:03d}.png").convert("RGB")).copy()).permute(2, 0, 1)
-    from minidalle.oracle import coverage
-
     x = x.float()[None] / 255
     lab = pixel_labels(x)[0]
     alpha = coverage(x)[0].amax(0)

@@ -46,8 +46,11 @@ def clean(nb):
 
 
 def _noise(out):
-    """Empty displays (a stripped widget) and progress-bar text on stderr."""
+    """Empty displays (a stripped widget), a progress bar's text fallback, and progress-bar text on stderr."""
     if out.get("output_type") == "display_data" and not out.get("data"):
+        return True
+    data = out.get("data", {})
+    if out.get("output_type") == "display_data" and set(data) == {"text/plain"} and re.search(r"\d+%\|", data["text/plain"]):
         return True
     return out.get("output_type") == "stream" and out.get("name") == "stderr" and re.search(r"\d+%\|", out.get("text", ""))
 

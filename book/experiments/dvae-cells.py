@@ -8,8 +8,10 @@ the repository root: `python book/experiments/dvae-cells.py` (about 20 s).
 """
 from collections import Counter
 
-from minidalle.dvae import colour_index, held_out, placement, training_images
-from minidalle.world import CONTACT
+from minidalle.dalle1.dvae import colour_index
+from minidalle.eval.dalle1 import placement
+from minidalle.world.data import held_out, training_images
+from minidalle.world.scenes import CONTACT
 
 
 def cells(images):

@@ -22,10 +22,13 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from minidalle import checkpoint, dvae
-from minidalle.oracle import read, scene_difference
+from minidalle import checkpoint
+from minidalle.dalle1 import dvae
+from minidalle.eval.dalle1 import placement
 from minidalle.runtime import progress, warmup_cosine
-from minidalle.world import CONTACT
+from minidalle.world.data import held_out, training_images
+from minidalle.world.oracle import read, scene_difference
+from minidalle.world.scenes import CONTACT
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("state", nargs="?", help="a run's periodic state, e.g. runs/dvae-cpu-state (default: the trained dVAE)")
@@ -36,11 +39,11 @@ if args.state:                                                                  
     info = checkpoint.load_into(model, args.state, model.config)
     print(f"{args.state}: step {info.get('steps')}")
 else:
-    model, _ = dvae.load_trained()
+    model = dvae.load()
 model = model.cpu().eval()
-held = dvae.held_out(500, 32)                                                    # as `eval dvae`
+held = held_out(500, 32)                                                    # as `eval dvae`
 x = held.images.float() / 127.5 - 1                                              # (500, 3, 32, 32)
-kinds = [dvae.placement(r) for r in held.scenes.relations()]
+kinds = [placement(r) for r in held.scenes.relations()]
 seen = read((x + 1) / 2)
 with torch.no_grad():
     logits = model.logits(x)                                                     # (500, K, g, g)
@@ -49,7 +52,7 @@ with torch.no_grad():
 
 if args.refit:                                                                   # the decoder, taught the hard tokens
     c = model.config
-    images = dvae.training_images(c.train.n_train, c.res, c.train.seed)          # (N, 3, 32, 32), the dVAE's own set
+    images = training_images(c.train.n_train, c.res, c.train.seed)          # (N, 3, 32, 32), the dVAE's own set
     with torch.no_grad():
         tokens = torch.cat([model.encode(b) for b in images.split(512)])         # (N, g, g), fixed from here on
     params = [model.codebook, *model.decoder.parameters()]

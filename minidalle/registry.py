@@ -1,0 +1,202 @@
+"""The model kinds of the course, one entry each: how to configure, build, train, load, measure and sample it.
+
+`python -m minidalle train KIND`, `eval KIND` and `generate` dispatch through `KINDS` (and so can a
+notebook: `registry.train("glide", sets=["train.steps=500"])`). The design page (book/design.md, "The
+model kinds") lists them with their lessons:
+
+    clip (02) · ddpm (03) · glide (04) · prior (05) · decoder, upsampler (06) · unclip (05–07, the cascade)
+    · dvae (08) · dalle (09)
+
+A kind trained on another model's outputs names it in `needs` (the prior, decoder and upsampler read CLIP's
+embeddings, DALL·E reads the dVAE's tokens); training loads that model first and records its fingerprint,
+and loading refuses a checkpoint trained on another one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from minidalle import checkpoint
+from minidalle.clip import model as clip_model, train as clip_train
+from minidalle.config import InputError, get_preset, override
+from minidalle.dalle1 import dvae, transformer as dalle
+from minidalle.dalle2 import decoder, prior, unclip, upsampler
+from minidalle.diffusion import ddpm, glide
+from minidalle.eval import clip as eval_clip, dalle1 as eval_dalle1, dalle2 as eval_dalle2, diffusion as eval_diffusion
+from minidalle.runtime import seed_everything
+from minidalle.trainer import ship
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of `eval KIND` (argparse's add_argument, in short)."""
+
+    flag: str
+    type: type
+    default: object
+    help: str
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A model kind: its functions, by preset. `train(model, dependency, **fit_args)`; `metrics(model, dependency)`
+    is what `train KIND` records in the manifest; `evaluate(**options)` prints what `eval KIND` measures."""
+
+    name: str
+    lesson: str
+    about: str
+    config: Callable | None = None          # preset -> the kind's frozen config
+    model: type | None = None               # config -> a fresh model
+    train: Callable | None = None
+    load: Callable | None = None             # preset -> the trained model
+    checkpoint: Callable | None = None       # preset -> data/checkpoints/KIND-PRESET
+    trained_on: Callable = lambda preset=None: {}
+    needs: str | None = None                 # the kind whose outputs it learns from
+    metrics: Callable | None = None
+    evaluate: Callable | None = None
+    options: tuple = field(default=())
+
+
+def _clip_metrics(model, _=None) -> dict:
+    results = eval_clip.evaluate(model, n_zero_shot=get_preset().n_eval, n_retrieval=min(get_preset().n_eval, 1000),
+                                 n_probes=get_preset().n_eval)
+    print(eval_clip.report(results))
+    return {k: r.as_dict() for k, r in results.items()}
+
+
+def _clip_evaluate(n: int | None = None) -> dict:
+    n = n or get_preset().n_eval
+    if n < 2:
+        raise InputError(f"--n must be at least 2 held-out scenes, got {n}")
+    results = eval_clip.evaluate(clip_train.load(), n_zero_shot=n, n_retrieval=min(n, 1000), n_probes=n)
+    print(eval_clip.report(results))
+    return results
+
+
+PER_PROMPT = Option("--per-prompt", int, 4, "samples per prompt (default 4)")
+GUIDANCE = Option("--guidance", float, None, "classifier-free guidance scale (default: the model's own, "
+                  "the smallest best of its sweep)")
+
+KINDS = {k.name: k for k in (
+    Kind("clip", "02", "CLIP: contrastive text and image towers", clip_model.clip_config, clip_model.CLIP,
+         lambda m, _, **kw: clip_train.train(m, **kw), clip_train.load, clip_train.checkpoint_name,
+         metrics=_clip_metrics, evaluate=_clip_evaluate,
+         options=(Option("--n", int, None, "held-out scenes per measurement (default: the preset's n_eval)"),)),
+    Kind("ddpm", "03", "an unconditional DDPM of single objects", ddpm.ddpm_config, ddpm.DDPM,
+         lambda m, _, **kw: ddpm.train(m, **kw), ddpm.load, ddpm.checkpoint_name, ddpm.trained_on,
+         metrics=lambda m, _: eval_diffusion.train_metrics("ddpm", m),
+         evaluate=lambda **kw: eval_diffusion.evaluate("ddpm", **kw), options=(PER_PROMPT,)),
+    Kind("glide", "04", "GLIDE: text-conditional diffusion with classifier-free guidance", glide.glide_config,
+         glide.GLIDE, lambda m, _, **kw: glide.train(m, **kw), glide.load, glide.checkpoint_name, glide.trained_on,
+         metrics=lambda m, _: eval_diffusion.train_metrics("glide", m),
+         evaluate=lambda **kw: eval_diffusion.evaluate("glide", **kw),
+         options=(PER_PROMPT, GUIDANCE, Option("--plot", str, None, "PNG for the guidance sweep"))),
+    Kind("prior", "05", "the unCLIP diffusion prior: caption → CLIP image embedding", prior.prior_config,
+         prior.Prior, prior.train, prior.load, prior.checkpoint_name, prior.trained_on, needs="clip",
+         metrics=lambda m, c: eval_dalle2.train_metrics("prior", m, c),
+         evaluate=lambda **kw: eval_dalle2.evaluate("prior", **kw),
+         options=(Option("--n", int, 500, "held-out captioned scenes (default 500)"),
+                  Option("--guidance", float, 1.0, "classifier-free guidance scale (default 1)"))),
+    Kind("decoder", "06", "the unCLIP decoder: CLIP image embedding → base-resolution picture",
+         decoder.decoder_config, decoder.Decoder, decoder.train, decoder.load, decoder.checkpoint_name,
+         decoder.trained_on, needs="clip", metrics=lambda m, c: eval_dalle2.train_metrics("decoder", m, c)),
+    Kind("upsampler", "06", "the unCLIP upsampler: base → twice the resolution", upsampler.upsampler_config,
+         upsampler.Upsampler, upsampler.train, upsampler.load, upsampler.checkpoint_name, upsampler.trained_on,
+         needs="clip", metrics=lambda m, c: eval_dalle2.train_metrics("upsampler", m, c)),
+    Kind("unclip", "05–07", "the unCLIP cascade: prior, decoder, upsampler (train those three)", load=unclip.load,
+         evaluate=lambda **kw: eval_dalle2.evaluate("unclip", **kw), options=(PER_PROMPT, GUIDANCE)),
+    Kind("dvae", "08", "DALL·E's discrete VAE: a picture as a grid of tokens", dvae.dvae_config, dvae.DVAE,
+         lambda m, _, **kw: dvae.train(m, **kw), dvae.load, dvae.checkpoint_name, dvae.trained_on,
+         metrics=lambda m, _: eval_dalle1.train_metrics("dvae", m),
+         evaluate=lambda **kw: eval_dalle1.evaluate("dvae", **kw),
+         options=(Option("--n", int, 500, "held-out scenes of each kind (default 500)"),)),
+    Kind("dalle", "09", "the DALL·E transformer over text and dVAE tokens", dalle.dalle_config, dalle.DALLE,
+         dalle.train, dalle.load, dalle.checkpoint_name, dalle.trained_on, needs="dvae",
+         metrics=lambda m, v: eval_dalle1.train_metrics("dalle", m, v),
+         evaluate=lambda **kw: eval_dalle1.evaluate("dalle", **kw), options=(PER_PROMPT,)),
+)}
+TRAINABLE = tuple(k for k, v in KINDS.items() if v.train is not None)
+MEASURED = tuple(k for k, v in KINDS.items() if v.evaluate is not None)
+GENERATORS = ("unclip", "glide", "dalle")        # the kinds that draw pictures for a prompt (`generate --model`)
+
+
+def kind(name: str) -> Kind:
+    """The kind called `name`, or an InputError listing them."""
+    if name not in KINDS:
+        raise InputError(f"unknown model kind {name!r}; the kinds are {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+def config(name: str, preset: str | None = None, sets=()) -> tuple[object, dict]:
+    """The kind's config at the preset with `sets` ("key=value" strings or a dict) applied: (config, applied)."""
+    k = kind(name)
+    if k.config is None:
+        raise InputError(f"{name} is not trained itself: {k.about}")
+    return override(k.config(preset), sets)
+
+
+def build(name: str, preset: str | None = None, sets=()) -> torch.nn.Module:
+    """A fresh model of the kind, its weights drawn from the config's seed (the initial weights are part of the
+    recipe, so a run is reproducible)."""
+    cfg, _ = config(name, preset, sets)
+    seed_everything(cfg.train.seed)
+    return kind(name).model(cfg)
+
+
+def load(name: str, preset: str | None = None):
+    """The kind's trained model at the preset (for `unclip`, the cascade), built with the overrides it was trained
+    with; a CheckpointError saying what to train if there is none."""
+    k = kind(name)
+    try:
+        return k.load(preset)
+    except checkpoint.CheckpointError as e:
+        if k.needs and not checkpoint.exists(KINDS[k.needs].checkpoint(preset)):
+            raise checkpoint.CheckpointError(f"{e} (it learns from {k.needs}: `python -m minidalle train "
+                                             f"{k.needs}` first)") from e
+        raise
+
+
+def train(name: str, preset: str | None = None, sets=(), resume: bool = False, out=None,
+          show_progress: bool = True) -> tuple[torch.nn.Module, dict]:
+    """`python -m minidalle train KIND [--set key=value …] [--out NAME] [--resume]`: train, measure, record.
+
+    Everything that can be wrong is checked before training starts: the kind, the settings, and the model
+    it learns from (CLIP, the dVAE; as they were trained). The checkpoint goes to `out`, else the preset's own
+    data/checkpoints/KIND-PRESET, which at the cpu and gpu presets is recorded in the manifest with its
+    command, overrides, seed, wall time, metrics and sha256. The overrides are written into the checkpoint
+    too, so that `load` (and `eval KIND`, and a model trained on it) rebuilds it as it was. Returns (model, info).
+    """
+    k = kind(name)
+    if k.train is None:
+        raise InputError(f"{name} is not trained itself: {k.about}")
+    cfg, applied = config(name, preset, sets)
+    dependency = load(k.needs, preset) if k.needs else None
+    target = out if out is not None else k.checkpoint(preset)
+    model = build(name, preset, applied)
+    trained_on = k.trained_on(preset)
+    info = k.train(model, dependency, name=target, resume=resume, show_progress=show_progress)
+    checkpoint.record_overrides(target, applied)                 # `load` rebuilds the model with them
+    metrics = k.metrics(model, dependency) if k.metrics else {}
+    if out is None:
+        ship(name, target, cfg, info, metrics, overrides=applied, trained_on=trained_on)
+    else:
+        print(f"{name}: saved {checkpoint.relative(target)} (not recorded in the manifest: only the preset's own "
+              f"checkpoint is); {metrics}")
+    return model, info
+
+
+def generate(name: str, prompts: list[str], seed: int = 0, guidance: float | None = None,
+             preset: str | None = None, model=None) -> torch.Tensor:
+    """Pictures (B, 3, R, R) in [0, 1] for `prompts` from a generating kind (unclip, glide or dalle), each at its
+    own default guidance unless `guidance` is given; `model` (from `load`) saves loading it again."""
+    if name not in GENERATORS:
+        raise InputError(f"{name!r} does not draw pictures for a prompt; use one of {', '.join(GENERATORS)}")
+    model = model if model is not None else load(name, preset)
+    scale = {} if guidance is None else {"guidance": guidance}
+    if name == "unclip":
+        return unclip.generate(model, prompts, seed=seed, **scale)
+    if name == "glide":
+        return glide.generate(model, prompts, seed=seed, **scale)
+    return dalle.generate(model, dvae.load(preset), prompts, seed=seed, **scale)[0]
