@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ def settings(config, prefix: str = "") -> dict[str, type]:
 def _parse(key: str, text: str, kind, current):
     """The value `text` for a setting of type `kind` (its current value breaks ties), or InputError."""
     origin = typing.get_origin(kind)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(kind) if a is not type(None)]
         if text.lower() == "none" and type(None) in typing.get_args(kind):
             return None

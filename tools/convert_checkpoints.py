@@ -43,8 +43,8 @@ RENAMES = [  # (pattern, replacement) on tensor names, applied in order
 ]
 OLD_TRAIN_NAMES = {"batch_size": "batch", "checkpoint_every": "save_every"}   # CLIP's own loop named them so
 FINGERPRINTS = {"clip", "dvae"}          # config fields that named the model a checkpoint was trained on
-NOTE = ("converted to the one-house layout by tools/convert_checkpoints.py (issue 22): tensors unchanged, "
-        "transformer parameters renamed, config rewritten with training settings under `train`")
+NOTE = ("converted to the one-house layout by tools/convert_checkpoints.py (issue 22): tensor values unchanged, "
+        "config rewritten with training settings under `train`")
 
 
 def rename(key: str) -> str:
@@ -132,7 +132,8 @@ def main():
         entry = manifest.get(f"{name}-{args.preset}")
         if entry is not None:
             entry.update(sha256=checkpoint.sha256(st), bytes=st.stat().st_size, trained_on=want,
-                         overrides=entry.get("overrides", {}), note=NOTE)
+                         overrides=entry.get("overrides", {}),
+                         note=NOTE + (f"; {changed} transformer tensors renamed" if changed else ""))
     if not args.check:
         checkpoint.MANIFEST.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
     return 1 if failed else 0
