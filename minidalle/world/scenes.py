@@ -52,9 +52,6 @@ RELATIONS = (
     "inside", "in front of", "behind", "near", "next to",
 )
 # inverse[r]: A r B  <=>  B inverse[r] A  (None: no single-word inverse)
-
-
-# inverse[r]: A r B  <=>  B inverse[r] A  (None: no single-word inverse)
 INVERSE = {
     "left of": "right of", "right of": "left of", "above": "below", "below": "above",
     "on": "under", "under": "on", "in front of": "behind", "behind": "in front of",
