@@ -42,7 +42,7 @@ def shape_twins(scenes: SceneArrays, seed: int = 0) -> SceneArrays:
     return dataclasses.replace(scenes, shape=shape)
 
 
-def training_data(config: CLIPConfig):
+def training_pairs(config: CLIPConfig):
     """Training scenes (data seed config.train.seed) followed by their shape twins:
     images uint8 (2N, 3, S, S) and tokens long (2N, T); row i + N is the twin of row i."""
     tc = config.train
@@ -53,7 +53,7 @@ def training_data(config: CLIPConfig):
 
 
 def batch_rows(n: int, tc: CLIPTrain, generator: torch.Generator) -> torch.Tensor:
-    """Rows of `training_data` in one batch: random scenes, then the twins of the first `twins × batch` of them."""
+    """Rows of `training_pairs` in one batch: random scenes, then the twins of the first `twins × batch` of them."""
     k = round(tc.batch * tc.twins)
     idx = torch.randint(0, n, (tc.batch - k,), generator=generator)              # (B - k,)
     return torch.cat([idx, idx[:k] + n])                                          # (B,)
@@ -62,7 +62,7 @@ def batch_rows(n: int, tc: CLIPTrain, generator: torch.Generator) -> torch.Tenso
 def train(model: CLIP, name=None, resume: bool = False, show_progress: bool = True, on_log=None, state=None) -> dict:
     """Train `model` (by its config) in place on shapes-world scenes with `trainer.fit`; returns fit's info."""
     config, dev = model.config, device()
-    images, tokens = training_data(config)
+    images, tokens = training_pairs(config)
 
     def batch_loss(step, gen):
         idx = batch_rows(len(images) // 2, config.train, gen)                    # (B,)
