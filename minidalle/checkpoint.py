@@ -176,8 +176,11 @@ def load(name, config=None, map_location: str = "cpu", trained_on: dict | None =
     if config is not None:
         diff = _differences(model_part(_as_dict(config)), model_part(meta["config"]))
         if diff:
-            raise CheckpointError(f"{st.name} was made with other model settings ({'; '.join(diff)}); "
-                                  "use the matching preset and settings, or retrain")
+            what = "use the matching preset and settings, or retrain"
+            if st.parent.resolve() == SHIPPED.resolve():          # e.g. a 16×16 base model from before 32×32
+                kind, _, preset = st.stem.rpartition("-")
+                what = f"make the current one with `MINIDALLE_PRESET={preset} python -m minidalle train {kind}`"
+            raise CheckpointError(f"{st.name} was made with other model settings ({'; '.join(diff)}); {what}")
     for what, want in (trained_on or {}).items():
         have = meta.get("trained_on", {}).get(what)
         if have != want:

@@ -3,7 +3,7 @@
     info                                   the setup: preset, device, versions
     data preview                           a captioned grid of the shapes world (lesson 01)
     oracle validate | read IMG | check IMG CAPTION     audit the oracle, or ask it about a PNG (lesson 01)
-    train KIND [--set key=value …] [--out NAME] [--resume]     train a model at the active preset
+    train KIND [--set key=value …] [--out NAME] [--resume] [--bar-every N]   train a model at the active preset
     eval KIND [options]                    measure a trained model, as it was trained (the book's figures)
     generate PROMPT [--model unclip|glide|dalle] [--n 8] [--seed 0] [--out FILE.png]
 
@@ -43,7 +43,9 @@ def _info(args):
     p = get_preset()
     print(f"minidalle preset: {p.name} — {p.about}")
     print(f"device: {device()}   torch {torch.__version__}   python {platform.python_version()}")
-    print(f"base images {p.base_res}×{p.base_res}, upsampled to {p.up_res}×{p.up_res}")
+    r = {k: registry.config(k)[0].unet.res for k in ("ddpm", "glide", "decoder", "upsampler")}
+    print(f"pictures: DDPM {r['ddpm']}×{r['ddpm']}, GLIDE {r['glide']}×{r['glide']}, unCLIP {r['decoder']}×{r['decoder']} "
+          f"upsampled to {r['upsampler']}×{r['upsampler']}")
     print(f"shipped checkpoints: {checkpoint.MANIFEST if checkpoint.MANIFEST.exists() else 'none yet'}")
     print("model kinds: " + ", ".join(f"{k} ({v.lesson})" for k, v in registry.KINDS.items()))
 
@@ -116,7 +118,7 @@ def _check_out(out) -> None:
 def _train(args):
     if args.out is not None:
         _check_out(checkpoint.paths(args.out)[0])
-    registry.train(args.kind, sets=args.set, resume=args.resume, out=args.out)
+    registry.train(args.kind, sets=args.set, resume=args.resume, out=args.out, bar_every=getattr(args, "bar_every", 0))
 
 
 def _eval(args):
@@ -199,6 +201,10 @@ def parser() -> argparse.ArgumentParser:
         t.add_argument("--out", default=None, metavar="NAME",
                        help=f"checkpoint to write (default data/checkpoints/{name}-PRESET, recorded in the manifest)")
         t.add_argument("--resume", action="store_true", help="continue from the last periodic state")
+        if k.bar is not None:
+            t.add_argument("--bar-every", type=int, default=0, metavar="N",
+                           help=f"measure the bar ({k.bar.metric} ≥ {k.bar.at_least:g}) every N steps and record "
+                                "the training time at which it is first reached")
         t.set_defaults(func=_train)
     ev = sub.add_parser("eval", help="measure a trained model (the figures of book/results.md)")
     evk = ev.add_subparsers(dest="kind", metavar="KIND", required=True)

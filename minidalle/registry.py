@@ -13,6 +13,7 @@ and loading refuses a checkpoint trained on another one.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -40,6 +41,61 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Bar:
+    """What a kind must reach to count as trained: `metric` of its manifest metrics (`Kind.metrics`) ≥ `at_least`."""
+
+    metric: str
+    at_least: float
+    about: str
+
+
+class BarReached(Exception):
+    """Raised by a `BarWatch` made with stop=True once the bar is reached (the time-to-bar benchmark stops there)."""
+
+
+class BarWatch:
+    """An `on_log` hook for `trainer.fit` that measures a kind's metrics every `every` steps and notes when they
+    first reach its bar: time to the bar is training wall time since the watch was made, less the time spent
+    measuring. `checks`: [(step, seconds, value, lo, hi)]; `reached`: the first of them at the bar, or None."""
+
+    def __init__(self, name: str, dependency=None, every: int = 500, stop: bool = False):
+        k = kind(name)
+        if k.bar is None or k.metrics is None:
+            raise InputError(f"{name} has no bar to train to yet; the kinds with one are "
+                             f"{', '.join(n for n, v in KINDS.items() if v.bar)}")
+        if every < 1:
+            raise InputError(f"--bar-every must be a positive number of steps, got {every}")
+        self.kind, self.bar, self.dependency, self.every, self.stop = k, k.bar, dependency, every, stop
+        self.start, self.aside, self.next = time.perf_counter(), 0.0, every
+        self.checks, self.reached = [], None
+
+    def __call__(self, step: int, model) -> None:
+        if step + 1 < self.next:
+            return
+        self.next = (step + 1) // self.every * self.every + self.every
+        trained_s = time.perf_counter() - self.start - self.aside
+        t = time.perf_counter()
+        metrics = self.kind.metrics(model, self.dependency)
+        self.aside += time.perf_counter() - t
+        value = metrics[self.bar.metric]
+        lo, hi = metrics.get("ci95", (value, value))
+        self.checks.append((step + 1, round(trained_s, 1), value, lo, hi))
+        at_bar = value >= self.bar.at_least
+        print(f"  step {step + 1:6d}  {trained_s:7.0f} s of training  {self.bar.metric} {value:.3f} "
+              f"[{lo:.3f}, {hi:.3f}]" + ("  ← at the bar" if at_bar and self.reached is None else ""), flush=True)
+        if at_bar and self.reached is None:
+            self.reached = self.checks[-1]
+            if self.stop:
+                raise BarReached(self.kind.name)
+
+    def summary(self) -> dict:
+        """For the manifest: the bar, where it was first reached, and every check."""
+        return {"bar": f"{self.bar.metric} ≥ {self.bar.at_least:g} ({self.bar.about})", "every": self.every,
+                "reached": None if self.reached is None else {"step": self.reached[0], "train_wall_s": self.reached[1]},
+                "checks": [list(c) for c in self.checks]}
+
+
+@dataclass(frozen=True)
 class Kind:
     """A model kind: its functions, by preset. `train(model, dependency, **fit_args)`; `metrics(model, dependency)`
     is what `train KIND` records in the manifest; `evaluate(**options)` prints what `eval KIND` measures."""
@@ -57,6 +113,7 @@ class Kind:
     metrics: Callable | None = None
     evaluate: Callable | None = None
     options: tuple = field(default=())
+    bar: Bar | None = None                   # what `metrics` must reach (`train KIND --bar-every N` watches it)
 
 
 def _clip_metrics(model, _=None) -> dict:
@@ -87,12 +144,15 @@ KINDS = {k.name: k for k in (
     Kind("ddpm", "03", "an unconditional DDPM of single objects", ddpm.ddpm_config, ddpm.DDPM,
          lambda m, _, **kw: ddpm.train(m, **kw), ddpm.load, ddpm.checkpoint_name, ddpm.trained_on,
          metrics=lambda m, _: eval_diffusion.train_metrics("ddpm", m),
-         evaluate=lambda **kw: eval_diffusion.evaluate("ddpm", **kw), options=(PER_PROMPT,)),
+         evaluate=lambda **kw: eval_diffusion.evaluate("ddpm", **kw), options=(PER_PROMPT,),
+         bar=Bar("one_clean_object_ddim50", 0.85, "128 unconditional samples, DDIM 50, strict oracle")),
     Kind("glide", "04", "GLIDE: text-conditional diffusion with classifier-free guidance", glide.glide_config,
          glide.GLIDE, lambda m, _, **kw: glide.train(m, **kw), glide.load, glide.checkpoint_name, glide.trained_on,
          metrics=lambda m, _: eval_diffusion.train_metrics("glide", m),
          evaluate=lambda **kw: eval_diffusion.evaluate("glide", **kw),
-         options=(PER_PROMPT, GUIDANCE, Option("--plot", str, None, "PNG for the guidance sweep"))),
+         options=(PER_PROMPT, GUIDANCE, Option("--plot", str, None, "PNG for the guidance sweep")),
+         bar=Bar(f"single_object_exact_ddim50_s{glide.GUIDANCE:g}", 0.90,
+                 "40 single-object prompts × 4, DDIM 50, strict oracle")),
     Kind("prior", "05", "the unCLIP diffusion prior: caption → CLIP image embedding", prior.prior_config,
          prior.Prior, prior.train, prior.load, prior.checkpoint_name, prior.trained_on, needs="clip",
          metrics=lambda m, c: eval_dalle2.train_metrics("prior", m, c),
@@ -115,7 +175,8 @@ KINDS = {k.name: k for k in (
     Kind("dalle", "09", "the DALL·E transformer over text and dVAE tokens", dalle.dalle_config, dalle.DALLE,
          dalle.train, dalle.load, dalle.checkpoint_name, dalle.trained_on, needs="dvae",
          metrics=lambda m, v: eval_dalle1.train_metrics("dalle", m, v),
-         evaluate=lambda **kw: eval_dalle1.evaluate("dalle", **kw), options=(PER_PROMPT,)),
+         evaluate=lambda **kw: eval_dalle1.evaluate("dalle", **kw), options=(PER_PROMPT,),
+         bar=Bar("single_object_exact_top_k32", 0.80, "40 single-object prompts × 4, top-k 32, strict oracle")),
 )}
 TRAINABLE = tuple(k for k, v in KINDS.items() if v.train is not None)
 MEASURED = tuple(k for k, v in KINDS.items() if v.evaluate is not None)
@@ -159,28 +220,37 @@ def load(name: str, preset: str | None = None):
 
 
 def train(name: str, preset: str | None = None, sets=(), resume: bool = False, out=None,
-          show_progress: bool = True) -> tuple[torch.nn.Module, dict]:
-    """`python -m minidalle train KIND [--set key=value …] [--out NAME] [--resume]`: train, measure, record.
+          show_progress: bool = True, bar_every: int = 0) -> tuple[torch.nn.Module, dict]:
+    """`python -m minidalle train KIND [--set key=value …] [--out NAME] [--resume] [--bar-every N]`: train, measure,
+    record.
 
     Everything that can be wrong is checked before training starts: the kind, the settings, and the model
     it learns from (CLIP, the dVAE; as they were trained). The checkpoint goes to `out`, else the preset's own
     data/checkpoints/KIND-PRESET, which at the cpu and gpu presets is recorded in the manifest with its
     command, overrides, seed, wall time, metrics and sha256. The overrides are written into the checkpoint
-    too, so that `load` (and `eval KIND`, and a model trained on it) rebuilds it as it was. Returns (model, info).
+    too, so that `load` (and `eval KIND`, and a model trained on it) rebuilds it as it was. With `bar_every`, the
+    kind's metrics are measured every that many steps and the time to its bar is recorded too (`BarWatch`).
+    Returns (model, info).
     """
     k = kind(name)
     if k.train is None:
         raise InputError(f"{name} is not trained itself: {k.about}")
     cfg, applied = config(name, preset, sets)
     dependency = load(k.needs, preset) if k.needs else None
+    watch = BarWatch(name, dependency, bar_every) if bar_every else None
+    if watch is not None and resume:
+        raise InputError("--bar-every measures a run from its start: it cannot be combined with --resume")
     target = out if out is not None else k.checkpoint(preset)
     model = build(name, preset, applied)
     trained_on = k.trained_on(preset)
-    info = k.train(model, dependency, name=target, resume=resume, show_progress=show_progress)
+    info = k.train(model, dependency, name=target, resume=resume, show_progress=show_progress, on_log=watch)
     checkpoint.record_overrides(target, applied)                 # `load` rebuilds the model with them
     metrics = k.metrics(model, dependency) if k.metrics else {}
+    if watch is not None:
+        metrics["time_to_bar"] = watch.summary()
     if out is None:
-        ship(name, target, cfg, info, metrics, overrides=applied, trained_on=trained_on)
+        ship(name, target, cfg, info, metrics, overrides=applied, trained_on=trained_on,
+             flags=f" --bar-every {bar_every}" if bar_every else "")
     else:
         print(f"{name}: saved {checkpoint.relative(target)} (not recorded in the manifest: only the preset's own "
               f"checkpoint is); {metrics}")

@@ -84,7 +84,8 @@ def fit(model: nn.Module, config, tc: TrainConfig, batch_loss, name=None, state=
     checkpoints; a state is resumed only if its model settings match. `state`: where the
     resumable state goes (default `checkpoint.state_path(name)`; None with no name: nowhere).
     `on_log(step, kept_model)` is called at every log step (the notebooks collect samples over
-    training with it). info: losses [(step, loss[, {logs}]) …], wall_time_s, steps. The model
+    training with it, `registry.BarWatch` measures time to the bar); the time it takes is not
+    training time. info: losses [(step, loss[, {logs}]) …], wall_time_s, steps. The model
     ends holding the kept weights (EMA or raw), in eval mode, saved to `name` if given, with
     `trained_on` (fingerprints of the models it learned from, {"clip": …}) recorded beside them.
     """
@@ -107,9 +108,11 @@ def fit(model: nn.Module, config, tc: TrainConfig, batch_loss, name=None, state=
         losses = [tuple(x) for x in info.get("losses", [])]
         print(f"resuming {checkpoint.relative(state)} at step {step} of {tc.steps}")
     start = time.perf_counter()
+    aside = 0.0                                       # seconds spent in on_log: not training
 
     def snapshot(done: int) -> dict:
-        so_far = {"losses": losses, "wall_time_s": round(wall + time.perf_counter() - start, 1), "steps": done}
+        so_far = {"losses": losses, "wall_time_s": round(wall + time.perf_counter() - start - aside, 1),
+                  "steps": done}
         if state is not None:
             tensors = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": torch.tensor(done)}
             if ema is not None:
@@ -138,7 +141,9 @@ def fit(model: nn.Module, config, tc: TrainConfig, batch_loss, name=None, state=
                 losses.append((step, round(loss.item(), 5)) + ((logs,) if logs else ()))
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 if on_log is not None:
+                    t_log = time.perf_counter()
                     on_log(step, ema if ema is not None else model)
+                    aside += time.perf_counter() - t_log
             if done % tc.save_every == 0 and done < tc.steps:
                 snapshot(done)
     except KeyboardInterrupt:
@@ -157,7 +162,7 @@ def fit(model: nn.Module, config, tc: TrainConfig, batch_loss, name=None, state=
 
 
 def ship(kind: str, name, config, info: dict, metrics: dict, overrides: dict | None = None,
-         trained_on: dict | None = None) -> None:
+         trained_on: dict | None = None, flags: str = "") -> None:
     """After `python -m minidalle train KIND`: print a summary and, at the cpu and gpu presets, record the
     checkpoint (command, seed, wall time, metrics, overrides, sha256) in the manifest."""
     p = get_preset()
@@ -168,7 +173,7 @@ def ship(kind: str, name, config, info: dict, metrics: dict, overrides: dict | N
     print(metrics)
     if p.name != "ci":                                                          # ci checkpoints are never shipped
         sets = "".join(f" --set {k}={_shown(v)}" for k, v in (overrides or {}).items())
-        checkpoint.record(f"{kind}-{p.name}", name, checkpoint.command_line(p.name, f"train {kind}{sets}"), p.name,
+        checkpoint.record(f"{kind}-{p.name}", name, checkpoint.command_line(p.name, f"train {kind}{sets}{flags}"), p.name,
                           config.train.seed, info["wall_time_s"], {"final_loss": info["losses"][-1][1], **metrics},
                           overrides=overrides, trained_on=trained_on)
 

@@ -12,7 +12,8 @@ import torch
 from minidalle import checkpoint, cli, config as cfg, registry
 from minidalle.cli import main
 from minidalle.config import InputError, override
-from minidalle.diffusion import ddpm
+from minidalle.diffusion import ddpm, glide
+from minidalle.eval import diffusion as eval_diffusion
 from minidalle.trainer import TrainConfig, fit
 from minidalle.world.captions import parse
 
@@ -241,3 +242,42 @@ def test_resume_after_ctrl_c_ends_with_the_weights_of_an_unbroken_run(tmp_path):
 def test_state_of_a_named_run_stays_beside_it(tmp_path):
     assert checkpoint.state_path(tmp_path / "v") == tmp_path / "v-state"
     assert checkpoint.state_path(checkpoint.shipped_name("glide", "cpu")) == checkpoint.RUNS / "glide-cpu-state"
+
+
+def test_bar_watch_times_the_bar_and_stops_there_when_asked(tmp_path, monkeypatch, capsys):
+    """`train KIND --bar-every N` and benchmarks/time_to_bar.py: the kind's metrics every N steps, the first at the bar."""
+    kind = registry.KINDS["ddpm"]
+    tiny = ["train.steps=6", "train.log_every=1", "train.n_train=64"]
+    monkeypatch.setattr(eval_diffusion, "one_clean_object", lambda images: [True, False, False, False] * 32)  # 0.25
+
+    def bar(at_least):
+        monkeypatch.setitem(registry.KINDS, "ddpm", dataclasses.replace(kind, bar=dataclasses.replace(
+            kind.bar, at_least=at_least)))
+    bar(0.2)
+    registry.train("ddpm", "ci", sets=tiny, out=tmp_path / "d", show_progress=False, bar_every=2)
+    out = capsys.readouterr().out
+    assert out.count("one_clean_object_ddim50 0.250") == 3 and out.count("at the bar") == 1   # steps 2, 4, 6
+    watch = registry.BarWatch("ddpm", every=2, stop=True)
+    with pytest.raises(registry.BarReached):
+        ddpm.train(registry.build("ddpm", "ci", tiny), tmp_path / "s", show_progress=False, on_log=watch)
+    assert [c[0] for c in watch.checks] == [2] and watch.reached == watch.checks[0] and watch.reached[2] == 0.25
+    bar(0.5)
+    watch = registry.BarWatch("ddpm", every=4)
+    ddpm.train(registry.build("ddpm", "ci", tiny), tmp_path / "n", show_progress=False, on_log=watch)
+    assert [c[0] for c in watch.checks] == [4] and watch.reached is None        # step 4 (the next would be 8)
+    assert watch.summary()["reached"] is None and watch.summary()["checks"][0][0] == 4
+    with pytest.raises(InputError, match="no bar"):
+        registry.BarWatch("clip")
+    with pytest.raises(InputError, match="cannot be combined with --resume"):
+        registry.train("ddpm", "ci", sets=tiny, out=tmp_path / "r", resume=True, bar_every=2)
+
+
+def test_an_old_shipped_checkpoint_is_refused_with_the_command_that_makes_the_new_one(tmp_path, monkeypatch):
+    """A GLIDE of other model settings (as the 16×16 ones will be once the base models move to 32×32), found where
+    the shipped ones live: the message names the setting and the command that makes the current one."""
+    monkeypatch.setattr(checkpoint, "SHIPPED", tmp_path)
+    old, _ = override(glide.glide_config("cpu"), ["unet.res=32"])
+    checkpoint.save(tmp_path / "glide-cpu", {"model": glide.GLIDE(old).state_dict()}, old)
+    with pytest.raises(checkpoint.CheckpointError, match=r"unet.res: checkpoint 32, wanted 16.*"
+                                                         r"`MINIDALLE_PRESET=cpu python -m minidalle train glide`"):
+        checkpoint.load_model(glide.GLIDE, glide.glide_config("cpu"), tmp_path / "glide-cpu", kind="glide")

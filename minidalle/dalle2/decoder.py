@@ -176,15 +176,8 @@ def load(preset: str | None = None) -> Decoder:
 
 
 # ------------------------------------------------------------------ sampling
-@torch.no_grad()
-def decode(model: Decoder, emb: torch.Tensor, captions: list[str] | None = None, guidance: float = GUIDANCE,
-           steps: int = 50, seed: int = 0, known: tuple | None = None, eta: float = ETA) -> torch.Tensor:
-    """Pictures (B, 3, R, R) in [0, 1] drawn from CLIP image embeddings (B, D), DDIM with `steps` steps.
-
-    captions: optional, validated like every prompt (None: the empty caption). guidance s
-    scales the difference between the model with and without the embedding and caption.
-    known: (pixels (B, 3, R, R) in [0, 1], keep mask (B, 1, R, R)) for inpainting (lesson 07).
-    """
+def _conditions(model: Decoder, emb: torch.Tensor, captions) -> tuple[dict, dict]:
+    """The decoder's keyword arguments with the embedding and caption (cond) and without (uncond), one batch each."""
     dev = next(model.parameters()).device
     B = len(emb)
     captions = [captions] if isinstance(captions, str) else captions
@@ -194,10 +187,39 @@ def decode(model: Decoder, emb: torch.Tensor, captions: list[str] | None = None,
     null_tokens, null_mask = null_caption(*tokens.shape)                # as long as the captions: one batch
     cond = {"emb": emb.to(dev), "tokens": tokens.to(dev), "mask": mask.to(dev)}
     uncond = {"emb": torch.zeros_like(emb).to(dev), "tokens": null_tokens.to(dev), "mask": null_mask.to(dev)}
-    guided = classifier_free_guidance(model, guidance, cond, uncond)
+    return cond, uncond
+
+
+@torch.no_grad()
+def decode(model: Decoder, emb: torch.Tensor, captions: list[str] | None = None, guidance: float = GUIDANCE,
+           steps: int = 50, seed: int = 0, known: tuple | None = None, eta: float = ETA,
+           x_T: torch.Tensor | None = None) -> torch.Tensor:
+    """Pictures (B, 3, R, R) in [0, 1] drawn from CLIP image embeddings (B, D), DDIM with `steps` steps.
+
+    captions: optional, validated like every prompt (None: the empty caption). guidance s
+    scales the difference between the model with and without the embedding and caption.
+    known: (pixels (B, 3, R, R) in [0, 1], keep mask (B, 1, R, R)) for inpainting (lesson 07).
+    x_T: the starting latent (B or 1, 3, R, R) instead of fresh noise: `invert`'s, for variations.
+    """
+    dev = next(model.parameters()).device
+    guided = classifier_free_guidance(model, guidance, *_conditions(model, emb, captions))
     res = model.config.unet.res
     known = None if known is None else (known[0].to(dev) * 2 - 1, known[1].to(dev))
-    x = Diffusion(model.config.diffusion).sample(guided, (B, 3, res, res), steps=steps, method="ddim", eta=eta,
+    x = Diffusion(model.config.diffusion).sample(guided, (len(emb), 3, res, res), steps=steps, method="ddim", eta=eta,
                                                  generator=torch.Generator().manual_seed(seed), device=dev,
-                                                 known=known)
+                                                 known=known, x_T=x_T)
     return to_images(x).cpu()
+
+
+@torch.no_grad()
+def invert(model: Decoder, images: torch.Tensor, emb: torch.Tensor, captions: list[str] | None = None,
+           guidance: float = GUIDANCE, steps: int = 50) -> torch.Tensor:
+    """The decoder's latent x_T of pictures (B, 3, R, R) in [0, 1] at its resolution, given their CLIP embeddings
+    (B, D): DDIM inversion (`Diffusion.invert`) of the same guided model `decode` samples, so `decode(…, eta=0,
+    x_T=invert(…))` draws the pictures back (unCLIP §3.1; lesson 07). Returns (B, 3, R, R) in model space."""
+    dev = next(model.parameters()).device
+    res = model.config.unet.res
+    if images.shape[-2:] != (res, res):
+        raise InputError(f"invert takes pictures at the decoder's {res}×{res}; got {tuple(images.shape[-2:])}")
+    guided = classifier_free_guidance(model, guidance, *_conditions(model, emb, captions))
+    return Diffusion(model.config.diffusion).invert(guided, images.to(dev) * 2 - 1, steps=steps, device=dev).cpu()

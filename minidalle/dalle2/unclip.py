@@ -9,7 +9,7 @@ Ramesh et al. 2022 (unCLIP, the model behind DALL·E 2):
 pictures from a CLIP *image* embedding, the embedding can also come from a picture, or be edited,
 without any training (§3; `notebooks/07_unclip_capabilities.ipynb`):
 
-* `variations`: embed an image with CLIP, decode it with fresh noise (§3.1);
+* `variations`: embed an image with CLIP, decode it with fresh noise, or from its own DDIM-inverted latent (§3.1);
 * `interpolate`: slerp between two images' embeddings (§3.2);
 * `text_diff`: move an image's embedding along the difference of two captions' text embeddings,
   "a red circle" → "a blue circle" (§3.3);
@@ -119,10 +119,27 @@ def _same_noise(pipe: UnCLIP, emb: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.cat([pixels_from_embeddings(pipe, e[None], seed=seed) for e in emb])
 
 
-def variations(pipe: UnCLIP, image: torch.Tensor, n: int = 8, seed: int = 0) -> torch.Tensor:
-    """n pictures decoded from one image's CLIP embedding with fresh noise (§3.1): (n, 3, R, R)."""
-    emb = image_embeddings(pipe, _one(image))
-    return pixels_from_embeddings(pipe, emb.expand(n, -1), seed=seed)
+VARIATION_ETA = 0.5     # DDIM's noise level for variations from an image's own latent: between η = 0, which draws the
+                        # image back, and the decoder's η = 1; not tuned yet (to be measured with the 32×32 decoder)
+
+
+def variations(pipe: UnCLIP, image: torch.Tensor, n: int = 8, seed: int = 0, keep_latent: bool = False,
+               eta: float = VARIATION_ETA) -> torch.Tensor:
+    """n pictures decoded from one image's CLIP embedding (§3.1): (n, 3, R, R).
+
+    keep_latent=False: from fresh noise each. keep_latent=True, as the paper does: the decoder is inverted
+    (`decoder.invert`, DDIM with η = 0) from the image and its embedding to its own latent x_T, and every
+    variation starts there, DDIM with noise level `eta` > 0 deciding how far it strays (η = 0 draws the image back).
+    """
+    x = _one(image)
+    emb = image_embeddings(pipe, x)
+    if not keep_latent:
+        return pixels_from_embeddings(pipe, emb.expand(n, -1), seed=seed)
+    res = pipe.decoder.config.unet.res
+    low = F.interpolate(x, size=res, mode="bilinear", align_corners=False, antialias=True) if x.shape[-1] != res else x
+    x_T = decoder.invert(pipe.decoder, low, emb)                                       # (1, 3, res, res)
+    base = decoder.decode(pipe.decoder, emb.expand(n, -1), seed=seed, eta=eta, x_T=x_T)
+    return upsampler.upsample(pipe.upsampler, base, emb.expand(n, -1), seed=seed + 1)
 
 
 def interpolate(pipe: UnCLIP, a: torch.Tensor, b: torch.Tensor, n: int = 6, seed: int = 0) -> torch.Tensor:

@@ -210,7 +210,7 @@ class Diffusion:
     @torch.no_grad()
     def sample(self, model, shape, steps: int | None = None, method: str = "ddpm", eta: float = 0.0,
                generator: torch.Generator | None = None, device=None, show_progress: bool = False,
-               known: tuple | None = None, **cond) -> torch.Tensor:
+               known: tuple | None = None, x_T: torch.Tensor | None = None, **cond) -> torch.Tensor:
         """Draw samples of `shape` (B, ...) from noise.
 
         method "ddpm": ancestral sampling over `steps` (default all T) timesteps;
@@ -218,6 +218,7 @@ class Diffusion:
         known = (x0, keep): inpainting by replacement (lesson 07; the simplest form of
         Lugmayr et al. 2022's RePaint): after every step the kept region (keep = 1) is
         reset to x0 noised to the new timestep, so only the rest is generated.
+        x_T: start from this instead of fresh noise (the latent `invert` found, for variations).
         Returns x̂_0, roughly in [−1, 1] for image models.
         """
         if method not in ("ddpm", "ddim"):
@@ -225,6 +226,8 @@ class Diffusion:
         steps = steps or (self.T if method == "ddpm" else 50)
         ts = self.ddim_timesteps(steps)
         x = torch.randn(shape, generator=generator).to(device)                                   # x_T
+        if x_T is not None:
+            x = x_T.to(device).expand(shape).clone()
         for i in progress(range(len(ts)), desc=f"{method} sampling", disable=not show_progress, leave=False):
             t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
             tt = torch.full((shape[0],), t, dtype=torch.long, device=device)
@@ -239,6 +242,28 @@ class Diffusion:
                 if t_prev >= 0:
                     x0 = self.q_sample(x0, torch.full_like(tt, t_prev), torch.randn(shape, generator=generator).to(device))
                 x = keep * x0 + (1 - keep) * x
+        return x
+
+    @torch.no_grad()
+    def invert(self, model, x0: torch.Tensor, steps: int = 50, device=None, **cond) -> torch.Tensor:
+        """DDIM inversion: the x_T from which DDIM with η = 0 and `steps` steps would draw `x0` (B, ...).
+
+        Song et al. 2021 §4.3: with η = 0, DDIM is an ODE integrator, so it can be run the other way —
+        x_{t'} = √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'}) ε̂ for the next, *larger* t', with x̂_0, ε̂ the model's at x_t.
+        unCLIP §3.1 makes variations this way: invert the decoder from the image and its CLIP embedding,
+        then decode that x_T again with η > 0 (lesson 07). The timesteps are the sampler's, reversed, so the
+        result is exactly where `sample(method="ddim", steps=steps)` starts.
+        """
+        ts = list(reversed(self.ddim_timesteps(steps)))                                         # [0, k, …, T − k]
+        x = x0.to(device)
+        for t, t_next in zip(ts[:-1], ts[1:]):
+            tt = torch.full((len(x),), t, dtype=torch.long, device=device)
+            a_t, a_next = float(self.alphas_cumprod[t]), float(self.alphas_cumprod[t_next])
+            x0_hat, eps = self.predict_x0_eps(model(x, tt, **cond), x, t)
+            if self.config.clip_x0:                                   # as the sampler does: ε̂ from the clipped x̂_0
+                x0_hat = x0_hat.clamp(-1, 1)
+                eps = (x - math.sqrt(a_t) * x0_hat) / math.sqrt(1 - a_t)
+            x = math.sqrt(a_next) * x0_hat + math.sqrt(1 - a_next) * eps
         return x
 
 

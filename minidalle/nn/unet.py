@@ -160,6 +160,9 @@ class UNet(nn.Module):
                     res *= 2
                 self.up.append(nn.ModuleList(layers))
         self.out = nn.Sequential(nn.GroupNorm(c.groups, ch), nn.SiLU(), _zero(nn.Conv2d(ch, c.out_ch, 3, padding=1)))
+        self.to(memory_format=torch.channels_last)       # NHWC convolution weights: a training step of a 32×32
+                                                         # GLIDE (16 channels, mults 1,2,4,4; batch 64) took 335 ms
+                                                         # on 2 CPU threads, 400 ms in NCHW
 
     def _run(self, layers, h, emb, context, context_mask):
         for layer in layers:
