@@ -41,7 +41,6 @@ def from_manifest() -> list[tuple]:
 def run(name: str, every: int, full: bool) -> tuple:
     """Train `name` from scratch with a BarWatch; the same row as `from_manifest`."""
     k = registry.kind(name)
-    cfg, _ = registry.config(name)
     dependency = registry.load(k.needs) if k.needs else None
     watch = registry.BarWatch(name, dependency, every, stop=not full)
     target = checkpoint.RUNS / "time-to-bar" / f"{name}-{get_preset().name}"

@@ -154,10 +154,8 @@ def load(name, config=None, map_location: str = "cpu", trained_on: dict | None =
     """
     st, js = paths(name)
     if not st.exists() or not js.exists():
-        if st.parent.resolve() == SHIPPED.resolve():            # data/checkpoints/KIND-PRESET: say how to make it
-            kind, _, preset = st.stem.rpartition("-")
-            raise CheckpointError(f"no checkpoint at {relative(st)}: train it with `MINIDALLE_PRESET={preset} "
-                                  f"python -m minidalle train {kind}`")
+        if _making(st):                                         # data/checkpoints/KIND-PRESET: say how to make it
+            raise CheckpointError(f"no checkpoint at {relative(st)}: train it with {_making(st)}")
         raise CheckpointError(f"no checkpoint at {relative(st)} (+ .json): check the path, or train one first")
     try:
         meta = json.loads(js.read_text())
@@ -176,10 +174,8 @@ def load(name, config=None, map_location: str = "cpu", trained_on: dict | None =
     if config is not None:
         diff = _differences(model_part(_as_dict(config)), model_part(meta["config"]))
         if diff:
-            what = "use the matching preset and settings, or retrain"
-            if st.parent.resolve() == SHIPPED.resolve():          # e.g. a 16×16 base model from before 32×32
-                kind, _, preset = st.stem.rpartition("-")
-                what = f"make the current one with `MINIDALLE_PRESET={preset} python -m minidalle train {kind}`"
+            what = f"make the current one with {_making(st)}" if _making(st) else \
+                "use the matching preset and settings, or retrain"      # a shipped one from an older recipe
             raise CheckpointError(f"{st.name} was made with other model settings ({'; '.join(diff)}); {what}")
     for what, want in (trained_on or {}).items():
         have = meta.get("trained_on", {}).get(what)
@@ -188,6 +184,14 @@ def load(name, config=None, map_location: str = "cpu", trained_on: dict | None =
                                   f"this one is {want or 'missing'}): retrain it, `python -m minidalle train "
                                   f"{st.stem.rsplit('-', 1)[0]}`, after the {what}")
     return _unflatten(meta["layout"], tensors), meta["config"], meta["info"]
+
+
+def _making(st: Path) -> str | None:
+    """For a shipped checkpoint, data/checkpoints/KIND-PRESET, the command that makes it; else None."""
+    if st.parent.resolve() != SHIPPED.resolve():
+        return None
+    kind, _, preset = st.stem.rpartition("-")
+    return f"`MINIDALLE_PRESET={preset} python -m minidalle train {kind}`"
 
 
 def _differences(want, have, prefix: str = "") -> list[str]:

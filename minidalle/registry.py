@@ -56,7 +56,8 @@ class BarReached(Exception):
 class BarWatch:
     """An `on_log` hook for `trainer.fit` that measures a kind's metrics every `every` steps and notes when they
     first reach its bar: time to the bar is training wall time since the watch was made, less the time spent
-    measuring. `checks`: [(step, seconds, value, lo, hi)]; `reached`: the first of them at the bar, or None."""
+    measuring. `checks`: [(step, seconds, value, lo, hi)]; `reached`: the first of them at the bar, or None;
+    `last_metrics`: the metrics of the last check."""
 
     def __init__(self, name: str, dependency=None, every: int = 500, stop: bool = False):
         k = kind(name)
@@ -67,7 +68,7 @@ class BarWatch:
             raise InputError(f"--bar-every must be a positive number of steps, got {every}")
         self.kind, self.bar, self.dependency, self.every, self.stop = k, k.bar, dependency, every, stop
         self.start, self.aside, self.next = time.perf_counter(), 0.0, every
-        self.checks, self.reached = [], None
+        self.checks, self.reached, self.last_metrics = [], None, {}
 
     def __call__(self, step: int, model) -> None:
         if step + 1 < self.next:
@@ -75,7 +76,7 @@ class BarWatch:
         self.next = (step + 1) // self.every * self.every + self.every
         trained_s = time.perf_counter() - self.start - self.aside
         t = time.perf_counter()
-        metrics = self.kind.metrics(model, self.dependency)
+        metrics = self.last_metrics = self.kind.metrics(model, self.dependency)
         self.aside += time.perf_counter() - t
         value = metrics[self.bar.metric]
         lo, hi = metrics.get("ci95", (value, value))
@@ -245,7 +246,10 @@ def train(name: str, preset: str | None = None, sets=(), resume: bool = False, o
     trained_on = k.trained_on(preset)
     info = k.train(model, dependency, name=target, resume=resume, show_progress=show_progress, on_log=watch)
     checkpoint.record_overrides(target, applied)                 # `load` rebuilds the model with them
-    metrics = k.metrics(model, dependency) if k.metrics else {}
+    if watch is not None and watch.checks and watch.checks[-1][0] == info["steps"]:
+        metrics = dict(watch.last_metrics)                      # the last check measured these very weights
+    else:
+        metrics = k.metrics(model, dependency) if k.metrics else {}
     if watch is not None:
         metrics["time_to_bar"] = watch.summary()
     if out is None:

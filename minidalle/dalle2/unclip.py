@@ -74,13 +74,16 @@ def image_embeddings(pipe: UnCLIP, images: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------ the cascade
 def pixels_from_embeddings(pipe: UnCLIP, emb: torch.Tensor, captions: list[str] | None = None, seed: int = 0,
                            guidance: float = decoder.GUIDANCE, upsampled: bool = True,
-                           known: tuple | None = None) -> torch.Tensor:
+                           known: tuple | None = None, x_T: torch.Tensor | None = None,
+                           eta: float = decoder.ETA) -> torch.Tensor:
     """Decoder (+ upsampler): image embeddings (B, D) → pictures (B, 3, R, R) in [0, 1].
 
     guidance: the decoder's classifier-free guidance scale (`decoder.GUIDANCE`); known: inpainting's
-    (pixels, keep mask) at the decoder's resolution (`decoder.decode`).
+    (pixels, keep mask) at the decoder's resolution; x_T, eta: the decoder's starting latent and DDIM noise
+    level (`decoder.decode`).
     """
-    low = decoder.decode(pipe.decoder, emb, captions, guidance=guidance, seed=seed, known=known)  # (B, 3, base, base)
+    low = decoder.decode(pipe.decoder, emb, captions, guidance=guidance, seed=seed, known=known, eta=eta,
+                         x_T=x_T)                                                   # (B, 3, base, base)
     return upsampler.upsample(pipe.upsampler, low, emb, seed=seed + 1) if upsampled else low
 
 
@@ -114,6 +117,12 @@ def _one(image: torch.Tensor) -> torch.Tensor:
     return image[None] if image.dim() == 3 else image[:1]
 
 
+def _at_decoder_res(pipe: UnCLIP, x: torch.Tensor) -> torch.Tensor:
+    """Pictures (B, 3, R, R) resized (antialiased bilinear) to the decoder's resolution, if they are not at it."""
+    res = pipe.decoder.config.unet.res
+    return x if x.shape[-1] == res else F.interpolate(x, size=res, mode="bilinear", align_corners=False, antialias=True)
+
+
 def _same_noise(pipe: UnCLIP, emb: torch.Tensor, seed: int) -> torch.Tensor:
     """Decode each embedding with the same starting noise (seed), so that only the embedding changes."""
     return torch.cat([pixels_from_embeddings(pipe, e[None], seed=seed) for e in emb])
@@ -135,11 +144,8 @@ def variations(pipe: UnCLIP, image: torch.Tensor, n: int = 8, seed: int = 0, kee
     emb = image_embeddings(pipe, x)
     if not keep_latent:
         return pixels_from_embeddings(pipe, emb.expand(n, -1), seed=seed)
-    res = pipe.decoder.config.unet.res
-    low = F.interpolate(x, size=res, mode="bilinear", align_corners=False, antialias=True) if x.shape[-1] != res else x
-    x_T = decoder.invert(pipe.decoder, low, emb)                                       # (1, 3, res, res)
-    base = decoder.decode(pipe.decoder, emb.expand(n, -1), seed=seed, eta=eta, x_T=x_T)
-    return upsampler.upsample(pipe.upsampler, base, emb.expand(n, -1), seed=seed + 1)
+    x_T = decoder.invert(pipe.decoder, _at_decoder_res(pipe, x), emb)                  # (1, 3, base, base)
+    return pixels_from_embeddings(pipe, emb.expand(n, -1), seed=seed, x_T=x_T, eta=eta)
 
 
 def interpolate(pipe: UnCLIP, a: torch.Tensor, b: torch.Tensor, n: int = 6, seed: int = 0) -> torch.Tensor:
@@ -168,11 +174,9 @@ def inpaint(pipe: UnCLIP, image: torch.Tensor, keep: torch.Tensor, prompt: str |
     The embedding is the prompt's prior sample when a prompt is given, else the image's own. (n, 3, R', R').
     """
     res = pipe.decoder.config.unet.res
-    x = _one(image)
     if keep.shape[-2:] != (res, res):
         raise InputError(f"the mask must be {res}×{res}, the decoder's resolution; got {tuple(keep.shape[-2:])}")
-    if x.shape[-1] != res:
-        x = F.interpolate(x, size=res, mode="bilinear", align_corners=False, antialias=True)
+    x = _at_decoder_res(pipe, _one(image))
     if prompt:
         tokens, text = text_embeddings(pipe, [prompt] * n)
         emb, captions = prior.sample(pipe.prior, tokens, text, seed=seed), [prompt] * n

@@ -189,15 +189,21 @@ class Diffusion:
         """
         a_t = float(self.alphas_cumprod[t])
         a_prev = float(self.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
-        x0, eps = self.predict_x0_eps(out, x_t, t)
-        if self.config.clip_x0:
-            x0 = x0.clamp(-1, 1)
-            eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        x0, eps = self._clipped_x0_eps(out, x_t, t)
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
         x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
         if eta > 0:
             x = x + sigma * noise
         return x
+
+    def _clipped_x0_eps(self, out: torch.Tensor, x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂_0, ε̂) at integer step t, with x̂_0 clipped (if the config clips) and ε̂ re-derived to agree with it."""
+        x0, eps = self.predict_x0_eps(out, x_t, t)
+        if self.config.clip_x0:
+            a_t = float(self.alphas_cumprod[t])
+            x0 = x0.clamp(-1, 1)
+            eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        return x0, eps
 
     def ddim_timesteps(self, steps: int) -> list[int]:
         """`steps` evenly spaced timesteps, counting down: [T−k, …, k, 0] with k = T // steps ("leading")."""
@@ -258,11 +264,8 @@ class Diffusion:
         x = x0.to(device)
         for t, t_next in zip(ts[:-1], ts[1:]):
             tt = torch.full((len(x),), t, dtype=torch.long, device=device)
-            a_t, a_next = float(self.alphas_cumprod[t]), float(self.alphas_cumprod[t_next])
-            x0_hat, eps = self.predict_x0_eps(model(x, tt, **cond), x, t)
-            if self.config.clip_x0:                                   # as the sampler does: ε̂ from the clipped x̂_0
-                x0_hat = x0_hat.clamp(-1, 1)
-                eps = (x - math.sqrt(a_t) * x0_hat) / math.sqrt(1 - a_t)
+            a_next = float(self.alphas_cumprod[t_next])
+            x0_hat, eps = self._clipped_x0_eps(model(x, tt, **cond), x, t)         # as the sampler's step does
             x = math.sqrt(a_next) * x0_hat + math.sqrt(1 - a_next) * eps
         return x
 
